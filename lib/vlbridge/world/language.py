@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .parser import Claim
 from .scene import Scene, WorldObject
 from .vocab import NUMBER_WORDS, SIZE_WORDS, STYLES
 
@@ -107,3 +108,23 @@ def style_prompt(style: str) -> str:
     if style not in STYLE_TEMPLATES:
         raise ValueError(f"unknown style {style!r}; styles are {', '.join(STYLES)}")
     return f"{style} :"
+
+
+def partial_caption(scene: Scene, rng: np.random.Generator):
+    """A true but incomplete description: some of the objects, some of their attributes
+    ('there is a red circle'). Returns the text and the Claims it makes (what a real CLIP sees
+    most: captions that mention only part of a picture)."""
+    n = int(rng.integers(1, len(scene.objects) + 1))
+    chosen = [scene.objects[i] for i in rng.permutation(len(scene.objects))[:n]]
+    phrases, claims = [], []
+    for obj in chosen:
+        colour = obj.colour if rng.random() < 0.7 else None
+        size = obj.size if rng.random() < 0.4 else None
+        at = rng.random() < 0.5
+        words = ["a", _pick(rng, SIZE_WORDS[size]) if size else "", colour or "", obj.shape]
+        if at:
+            words += [_pick(rng, PREPOSITIONS), "the", obj.position]
+        phrases.append(" ".join(w for w in words if w))
+        claims.append(Claim(obj.shape, colour, size, obj.row if at else None, obj.col if at else None))
+    template = _pick(rng, CAPTION_TEMPLATES[:-1])  # not the counting template: it claims every object
+    return template.format(objects=join(phrases)), tuple(claims)

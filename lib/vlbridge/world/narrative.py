@@ -108,8 +108,10 @@ def _question(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
         found = [o for o in scene.objects if (o.shape, o.colour) == (shape, colour)]
         answer = f"yes , {join([object_phrase(o, rng) for o in found])} ." if found else "no ."
         return f"is there a {colour} {shape} ?", answer
-    if kind == 2:
-        return f"what colour is {reference(obj, scene)} ?", f"{reference(obj, scene)} is {obj.colour} ."
+    if kind == 2:  # named by shape and place, never by colour: that would give the answer away
+        unique = sum(o.shape == obj.shape for o in scene.objects) == 1
+        name = f"the {obj.shape}" if unique else f"the {obj.shape} at the {obj.position}"
+        return f"what colour is {name} ?", f"{name} is {obj.colour} ."
     if kind == 3 and _nameable_without_position(obj, scene):
         return f"where is {reference(obj, scene)} ?", f"it is at the {obj.position} ."
     if kind == 4:
@@ -190,6 +192,6 @@ def vqa_item(seed: int, kind: str | None = None) -> VQAItem:
 
 
 def vqa_prompt(question: str, answer: str | None = None) -> str:
-    """The ILLUME prompt shape: 'q: ... a: <answer> because' (the rationale follows)."""
-    text = f"q: {question} a:"
+    """The ILLUME prompt shape: 'q : ... a : <answer> because' (the rationale follows)."""
+    text = f"q : {question} a :"
     return text if answer is None else f"{text} {answer} because"

@@ -15,7 +15,7 @@ _ROW_OF = {"top": 0, "middle": 1, "bottom": 2}
 _COL_OF = {"left": 0, "center": 1, "right": 2}
 _PREPOSITIONS = {"at", "in", "on"}
 # Words that end an object mention when reading forwards or backwards from its shape word.
-_BOUNDARY = {"a", "an", "the", "no", ",", "and", ".", "!", "?", ":", "q", "a:", "q:", "because", "then"}
+_BOUNDARY = {"a", "an", "the", "no", ",", "and", ".", "!", "?", ":", "q", "because", "then"}
 
 
 @dataclass(frozen=True)

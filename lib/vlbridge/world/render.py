@@ -9,7 +9,7 @@ from .vocab import COLOURS, GRID
 
 BACKGROUND = (28, 28, 32)
 _SUPERSAMPLE = 4  # draw large, then downsample: smooth edges at 32x32 without randomness
-_RADIUS = {"small": 0.085, "large": 0.145}  # fraction of the image side
+_RADIUS = {"small": 0.105, "large": 0.16}  # fraction of the image side
 _JITTER = 0.12  # how far (in cell fractions) an object may sit from its cell centre
 
 

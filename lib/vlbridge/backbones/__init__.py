@@ -1,0 +1,87 @@
+"""Frozen backbones by name: open_clip models and Hugging Face causal LMs, or the microworld's
+stand-ins, which are built from a recipe (configs as data, in recipes/), pretrained here once,
+cached under a hash of the recipe, and then loaded through exactly the same code as real ones.
+
+    load_clip("micro-clip")            # built-in recipe: pretrain if not cached, then load
+    load_clip("ViT-L-14/openai")       # open_clip architecture/weights tag (must be in the HF cache)
+    load_clip("local-dir:/models/clip")
+    load_lm("micro-lm")
+    load_lm("facebook/opt-6.7b")       # HF name (from the local cache) or a local folder
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .cache import build_cached, cached_path
+from .clip import FrozenCLIP, load_open_clip, pretrain_micro_clip
+from .corpus import lm_documents
+from .freeze import freeze, is_frozen
+from .lm import BackboneNotFoundError, FrozenLM, load_hf_lm, pretrain_micro_lm
+from .tokenizer import train_tokenizer
+
+RECIPES_DIR = Path(__file__).with_name("recipes")
+MICRO_KINDS = ("micro-clip", "micro-lm")
+
+
+def builtin_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.json"))
+
+
+def recipe(name: str) -> dict | None:
+    """The recipe a stand-in name refers to (a built-in name, or a path to a recipe .json), else None."""
+    path = RECIPES_DIR / f"{name}.json" if name in builtin_recipes() else Path(name)
+    if path.suffix != ".json":
+        return None
+    if not path.is_file():
+        raise BackboneNotFoundError(f"recipe file {path} does not exist; built-in recipes: {', '.join(builtin_recipes())}")
+    data = json.loads(path.read_text())
+    if data.get("kind") not in MICRO_KINDS:
+        raise ValueError(f"{path}: 'kind' must be one of {', '.join(MICRO_KINDS)}, got {data.get('kind')!r}")
+    return data
+
+
+def micro_tokenizer(spec: dict):
+    """The word-level tokenizer a recipe names, trained on microworld text and cached."""
+    from transformers import AutoTokenizer
+
+    def build(folder: Path) -> None:
+        train_tokenizer(lm_documents(0, spec["documents"], seed=spec["seed"])).save_pretrained(folder)
+
+    return AutoTokenizer.from_pretrained(build_cached("tokenizer", spec, build))
+
+
+def _built(name: str, device: str) -> Path | None:
+    """The cached folder of a stand-in (pretraining it first if needed), or None for real models."""
+    spec = recipe(name)
+    if spec is None:
+        return None
+    keyed = spec | ({"device": device} if device != "cpu" else {})
+    pretrain = pretrain_micro_clip if spec["kind"] == "micro-clip" else pretrain_micro_lm
+    return build_cached(spec["kind"], keyed, lambda folder: pretrain(spec, micro_tokenizer(spec["tokenizer"]), folder, device))
+
+
+def load_clip(name: str, device: str = "cpu") -> FrozenCLIP:
+    folder = _built(name, device)
+    clip = load_open_clip(f"local-dir:{folder}" if folder else name, device=device)
+    clip.name = name
+    return clip
+
+
+def load_lm(name: str, device: str = "cpu") -> FrozenLM:
+    folder = _built(name, device)
+    lm = load_hf_lm(str(folder) if folder else name)
+    lm.model.to(device)
+    lm.name = name
+    return lm
+
+
+def training_log(name: str, device: str = "cpu") -> dict:
+    """The pretraining log (per-step loss, seconds) of a stand-in, building it if needed."""
+    return json.loads((_built(name, device) / "training_log.json").read_text())
+
+
+__all__ = [
+    "BackboneNotFoundError", "FrozenCLIP", "FrozenLM", "builtin_recipes", "cached_path", "freeze", "is_frozen",
+    "load_clip", "load_lm", "micro_tokenizer", "recipe", "training_log",
+]

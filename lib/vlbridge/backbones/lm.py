@@ -1,0 +1,95 @@
+"""Causal LMs: any Hugging Face AutoModelForCausalLM by name or local folder, and the microworld's
+GPT-2-style stand-in, pretrained here on microworld text only (never on images)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..repro import generator
+from .corpus import lm_documents
+from .freeze import freeze
+from .training import adamw, train_loop
+
+
+class BackboneNotFoundError(FileNotFoundError):
+    """A real checkpoint is not on this machine; the message says what to download and where."""
+
+
+@dataclass
+class FrozenLM:
+    name: str
+    model: torch.nn.Module
+    tokenizer: object
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.get_input_embeddings().embedding_dim
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(ids)
+
+
+def load_hf_lm(name_or_path: str, dtype: torch.dtype = torch.float32) -> FrozenLM:
+    """A frozen AutoModelForCausalLM and its tokenizer, from a local folder or the local HF cache
+    (no download: HF_HUB_OFFLINE is set)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    local = Path(name_or_path).expanduser()
+    source = str(local) if local.exists() else name_or_path
+    if local.exists() and not (local / "config.json").is_file():
+        raise BackboneNotFoundError(f"{local} has no config.json: not a Hugging Face model folder")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, dtype=dtype)
+    except OSError as e:
+        raise BackboneNotFoundError(
+            f"language model {name_or_path!r} is not available offline ({e.__class__.__name__}). "
+            f"On a machine with network, download it with `hf download {name_or_path} --local-dir "
+            f"checkpoints/{name_or_path.split('/')[-1]}`, copy that folder here and set "
+            f"lm_model: checkpoints/{name_or_path.split('/')[-1]} (or fill the Hugging Face cache, "
+            "~/.cache/huggingface, with the same model)."
+        ) from None
+    if tokenizer.pad_token is None:  # GPT-2 and friends have none; batching needs one
+        tokenizer.pad_token = tokenizer.eos_token
+    return FrozenLM(name_or_path, freeze(model), tokenizer)
+
+
+def _packed_blocks(tokenizer, documents: list[str], block_size: int) -> torch.Tensor:
+    """All documents as one token stream (<bos> doc <eos> <bos> doc <eos> ...) cut into blocks."""
+    ids = tokenizer(documents).input_ids
+    stream = np.fromiter((t for doc in ids for t in doc), dtype=np.int64)
+    n = len(stream) // block_size
+    return torch.from_numpy(stream[: n * block_size].reshape(n, block_size))
+
+
+def pretrain_micro_lm(recipe: dict, tokenizer, out_dir: Path, device: str = "cpu") -> None:
+    """Train the GPT-2-style stand-in on microworld text and save it as a Hugging Face model."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    train = recipe["train"]
+    torch.manual_seed(train["seed"])
+    config = GPT2Config(
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        **recipe["model"],
+    )
+    model = GPT2LMHeadModel(config).to(device)
+    blocks = _packed_blocks(tokenizer, lm_documents(0, train["documents"], train.get("mix"), train["seed"]),
+                            train["block_size"]).to(device)
+    order = generator(train["seed"], "lm-pretrain-batches")
+
+    def loss_fn(step: int) -> torch.Tensor:
+        batch = blocks[torch.randint(len(blocks), (train["batch_size"],), generator=order).to(device)]
+        return model(input_ids=batch, labels=batch).loss
+
+    optimizer = adamw(model.parameters(), train["lr"], train["weight_decay"])
+    log = train_loop(model, optimizer, train["steps"], train["warmup_steps"], loss_fn, "pretrain LM")
+    log["tokens_per_step"] = train["batch_size"] * train["block_size"]
+    log["corpus_blocks"] = len(blocks)
+    model.cpu().save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "training_log.json").write_text(json.dumps(log) + "\n")

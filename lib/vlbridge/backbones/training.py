@@ -1,0 +1,48 @@
+"""The small pieces every pretraining loop here shares: optimiser, schedule, a logged step."""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from ..repro import progress_enabled
+
+
+def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    params = [p for p in params if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]  # matrices decay; biases, norms and scales do not
+    rest = [p for p in params if p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                             lr=lr, betas=(0.9, 0.95))
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """Learning-rate multiplier: linear warm-up, then cosine decay to 10%."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_loop(model, optimizer, steps: int, warmup: int, loss_fn, desc: str, clip_grad: float = 1.0) -> dict:
+    """Run `steps` optimiser steps of loss_fn(step) -> scalar loss; returns the training log."""
+    base = [g["lr"] for g in optimizer.param_groups]
+    losses = []
+    start = time.time()
+    model.train()
+    for step in tqdm(range(steps), desc=desc, disable=not progress_enabled(), mininterval=2.0):
+        scale = warmup_cosine(step, steps, warmup)
+        for group, lr in zip(optimizer.param_groups, base):
+            group["lr"] = lr * scale
+        loss = loss_fn(step)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{desc}: loss became {loss.item()} at step {step}; lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        optimizer.step()
+        losses.append(round(loss.item(), 6))
+    model.eval()
+    return {"loss": losses, "seconds": round(time.time() - start, 2), "steps": steps}

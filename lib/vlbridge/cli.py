@@ -1,0 +1,121 @@
+"""`vlbridge`: run the book, inspect its parameters, export the microworld."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  vlbridge list                                   chapters and profiles
+  vlbridge run all --profile default              the whole book into results/default/
+  vlbridge run 02 --profile smoke --set seed=1    one chapter, one parameter changed
+  vlbridge params backbones --profile default     the merged parameters a run would get
+  vlbridge export coco --out /tmp/mw --count 100  microworld scenes as COCO captions + PNGs
+
+Parameters merge in this order: the chapter's parameters cell < the profile's `common:` section
+< the profile's chapter section < --set key=value. Unknown keys and wrong types are errors."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vlbridge", description="A reproducible research book on teaching a frozen language model to see.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="execute chapters into results/<profile>/",
+                         description="Execute chapters (book/NN_slug.py) with papermill and write "
+                                     "results/<profile>/NN_slug.ipynb and NN_slug/{metrics.json,run.json,figures/}. "
+                                     "A failed run leaves the previous results untouched.")
+    run.add_argument("chapters", nargs="+", metavar="CHAPTER", help="'all', or chapters by number or name: 02, backbones, 02_backbones")
+    run.add_argument("--profile", "-p", default="default", help="a params/<profile>.yaml (default: default)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one parameter (value read as YAML); repeatable")
+    run.add_argument("--out", type=Path, default=None, help="results root instead of <repo>/results")
+    progress = run.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show per-cell progress")
+    progress.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+    params = sub.add_parser("params", help="print the merged parameters of a chapter",
+                            description="Print the parameters a run of CHAPTER under PROFILE would get, as YAML.")
+    params.add_argument("chapter", metavar="CHAPTER")
+    params.add_argument("--profile", "-p", default="default")
+    params.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    sub.add_parser("list", help="list chapters and profiles")
+
+    from .world.export import EXPORT_FORMATS
+
+    export = sub.add_parser("export", help="write microworld scenes in a standard dataset format",
+                            description="Write microworld scenes with seeds [start, start+count) as "
+                                        f"{', '.join(EXPORT_FORMATS)} (or all), readable by vlbridge.data loaders.")
+    export.add_argument("format", choices=[*EXPORT_FORMATS, "all"])
+    export.add_argument("--out", type=Path, required=True, help="folder to write into")
+    export.add_argument("--start", type=int, default=1_000_000, help="first scene seed (default: the held-out range)")
+    export.add_argument("--count", type=int, default=100, help="number of scenes (default 100)")
+    export.add_argument("--image-size", type=int, default=32, help="image side in pixels (default 32)")
+    return parser
+
+
+def _run(args) -> int:
+    from .runner import run_chapters
+
+    paths = run_chapters(args.chapters, args.profile, args.overrides, args.out, args.progress)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+def _params(args) -> int:
+    import yaml
+
+    from .config import merged_parameters, resolve_chapter
+
+    values = merged_parameters(resolve_chapter(args.chapter), args.profile, args.overrides)
+    sys.stdout.write(yaml.safe_dump(values, sort_keys=False))
+    return 0
+
+
+def _list(args) -> int:
+    from .config import chapters, load_profile, profiles
+
+    print("chapters:")
+    for chapter in chapters():
+        print(f"  {chapter}")
+    print("profiles:")
+    for profile in profiles():
+        print(f"  {profile:16s} {load_profile(profile).get('description', '')}")
+    return 0
+
+
+def _export(args) -> int:
+    from .world.export import EXPORT_FORMATS, export
+
+    if args.count < 1:
+        raise ValueError(f"--count must be at least 1, got {args.count}")
+    for fmt in EXPORT_FORMATS if args.format == "all" else [args.format]:
+        written = export(fmt, args.out / fmt if args.format == "all" else args.out,
+                         args.start, args.count, image_size=args.image_size)
+        print(f"{fmt}: wrote {len(written)} files under {args.out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    from .config import ConfigError
+    from .paths import ProjectNotFoundError
+    from .runner import RunError
+
+    args = _parser().parse_args(argv)
+    handler = {"run": _run, "params": _params, "list": _list, "export": _export}[args.command]
+    try:
+        return handler(args)
+    except (ConfigError, ProjectNotFoundError, ValueError) as e:
+        print(f"vlbridge: error: {e}", file=sys.stderr)
+        return 2
+    except RunError as e:
+        print(f"vlbridge: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

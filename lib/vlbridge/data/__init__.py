@@ -1,0 +1,37 @@
+"""Loaders for the standard dataset formats: they read the real files and the microworld's exports."""
+from .audio import AudioRecord, load_audio_captions, read_wav, write_wav
+from .cc3m import Cc3mRecord, load_cc3m_tsv
+from .coco import CaptionRecord, load_coco_captions
+from .dataset import ImageCaptionDataset, collate_image_captions, to_tensor
+from .errors import DataError
+from .esp import ESP_CAPTION_FIELDS, StyledRecord, load_esp
+from .images import open_image
+from .visdial import DialogRecord, Round, load_visdial
+from .vist import StoryRecord, load_vist_sis
+from .vqax import VQAXRecord, load_vqax
+
+__all__ = [
+    "ESP_CAPTION_FIELDS",
+    "AudioRecord",
+    "CaptionRecord",
+    "Cc3mRecord",
+    "DataError",
+    "DialogRecord",
+    "ImageCaptionDataset",
+    "Round",
+    "StoryRecord",
+    "StyledRecord",
+    "VQAXRecord",
+    "collate_image_captions",
+    "load_audio_captions",
+    "load_cc3m_tsv",
+    "load_coco_captions",
+    "load_esp",
+    "load_visdial",
+    "load_vist_sis",
+    "load_vqax",
+    "open_image",
+    "read_wav",
+    "to_tensor",
+    "write_wav",
+]

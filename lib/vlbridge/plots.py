@@ -1,0 +1,72 @@
+"""Figures the chapters share: image grids with captions, strips, training curves, spectrograms."""
+from __future__ import annotations
+
+import textwrap
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def image_grid(images, captions=None, cols: int = 4, wrap: int = 28, cell: float = 2.4, title: str | None = None):
+    """Images (uint8 arrays or PIL) in a grid, each with its caption wrapped underneath.
+    A single row is a strip (a story, a retrieval result)."""
+    n = len(images)
+    cols = min(cols, n)
+    rows = -(-n // cols)
+    lines = max((len(textwrap.wrap(c, wrap)) for c in captions), default=0) if captions else 0
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, (cell + 0.16 * lines) * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ax.imshow(np.asarray(images[i]), interpolation="nearest")
+        if captions:
+            ax.set_title("\n".join(textwrap.wrap(captions[i], wrap)), fontsize=7.5, loc="left", y=-0.02 - 0.075 * lines,
+                         pad=0)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def curves(series: dict[str, list[float]], xlabel: str = "step", ylabel: str = "loss", smooth: int = 1,
+           title: str | None = None, ax=None):
+    """Line plot of named series; `smooth` > 1 adds a running mean over that many points."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.2))
+    for name, values in series.items():
+        values = np.asarray(values, dtype=float)
+        if smooth > 1 and len(values) >= smooth:
+            ax.plot(values, alpha=0.25)
+            kernel = np.ones(smooth) / smooth
+            ax.plot(np.arange(smooth - 1, len(values)), np.convolve(values, kernel, mode="valid"), label=name,
+                    color=ax.lines[-1].get_color())
+        else:
+            ax.plot(values, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    if len(series) > 1 or smooth > 1:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def sound_figure(wave: np.ndarray, log_mel: np.ndarray, sample_rate: int, title: str | None = None):
+    """A stereo waveform above its per-channel log-mel spectrograms."""
+    fig, axes = plt.subplots(3, 1, figsize=(6, 5), gridspec_kw={"height_ratios": [1, 1.2, 1.2]})
+    t = np.arange(wave.shape[1]) / sample_rate
+    for channel, name in enumerate(("left", "right")):
+        axes[0].plot(t, wave[channel], lw=0.5, label=name)
+        axes[channel + 1].imshow(log_mel[channel], origin="lower", aspect="auto", cmap="magma",
+                                 extent=[0, t[-1], 0, log_mel.shape[1]])
+        axes[channel + 1].set_ylabel(f"{name}\nmel bin")
+    axes[0].set_ylabel("amplitude")
+    axes[0].legend(fontsize=7, loc="upper right")
+    axes[-1].set_xlabel("seconds")
+    if title:
+        axes[0].set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,178 @@
+"""The book runner: read a chapter's percent .py with jupytext, execute it with papermill, and put
+its notebook and outputs into results/<profile>/ in one step, or not at all."""
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import config
+from .paths import atomic_write_json, replace_path, repo_root
+from .repro import progress_enabled
+
+VERSIONED_PACKAGES = ("vlbridge", "torch", "torchvision", "transformers", "tokenizers", "open_clip_torch",
+                      "numpy", "papermill", "jupytext", "nbval")
+
+
+class RunError(RuntimeError):
+    """A chapter failed to execute; the message says which cell and where the failed notebook is."""
+
+
+def kernel_environment(threads: int) -> dict[str, str]:
+    """What the chapter's kernel must see for a repeatable run (CONVENTIONS.md, determinism)."""
+    return {
+        "PYTHONHASHSEED": "0",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "MKL_CBWR": "AVX2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "VLBRIDGE_PROGRESS": "0",  # a headless notebook records no progress bars in its outputs
+    }
+
+
+@contextmanager
+def _environment(values: dict[str, str]):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=repo_root(), capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_record(chapter: str, profile: str, params: dict, started: float, duration: float) -> dict:
+    return {
+        "chapter": chapter,
+        "profile": profile,
+        "params": params,
+        "git_sha": _git("rev-parse", "HEAD") or "unknown",
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "versions": _versions(),
+        "device": params.get("device", "cpu"),
+        "threads": params.get("threads"),
+        "cpu": _cpu(),
+        "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": round(duration, 2),
+    }
+
+
+def _failed_cell(error, notebook_path: Path) -> str:
+    """'cell 7 (execution count 5)' for a papermill execution error, from the failed notebook."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(notebook_path, as_version=4)
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type == "code" and any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+                first = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
+                return f"cell {index} (execution count {cell.execution_count}, starting {first!r})"
+    except Exception:  # the notebook may not exist if the kernel never started
+        pass
+    return f"execution count {getattr(error, 'exec_count', '?')}"
+
+
+def run_chapter(chapter: str, profile: str, overrides=(), out_root: Path | None = None,
+                show_progress: bool | None = None) -> Path:
+    """Execute one chapter; returns the path of its notebook in `out_root`/<profile>/ (default results/)."""
+    import jupytext
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    chapter = config.resolve_chapter(chapter)
+    params = config.merged_parameters(chapter, profile, overrides)
+    out_root = Path(out_root) if out_root else repo_root() / "results"
+    final_dir = out_root / profile
+    final_dir.mkdir(parents=True, exist_ok=True)
+    staging = out_root / f".staging-{profile}-{chapter}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staged_notebook = staging / profile / f"{chapter}.ipynb"
+    staged_notebook.parent.mkdir(parents=True)
+    show = progress_enabled() and sys.stderr.isatty() if show_progress is None else show_progress
+
+    notebook = jupytext.read(config.chapter_path(chapter))
+    env = kernel_environment(params.get("threads", 2)) | {"VLBRIDGE_RESULTS": str(staging)}
+    started = time.time()
+    try:
+        with _environment(env):
+            papermill.execute_notebook(
+                notebook, str(staged_notebook), parameters=params, kernel_name="python3", language="python",
+                cwd=str(repo_root()), log_output=False, progress_bar=show,
+            )
+    except PapermillExecutionError as e:
+        failed = out_root / f".failed-{profile}-{chapter}"
+        shutil.rmtree(failed, ignore_errors=True)
+        os.replace(staging, failed)
+        raise RunError(
+            f"chapter {chapter} (profile {profile}) failed in {_failed_cell(e, failed / profile / staged_notebook.name)}: "
+            f"{e.ename}: {e.evalue}\nthe previous results in {final_dir} are unchanged; "
+            f"the failed notebook is {failed / profile / staged_notebook.name}"
+        ) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    outputs = staging / profile / chapter
+    outputs.mkdir(exist_ok=True)
+    atomic_write_json(outputs / "run.json", run_record(chapter, profile, params, started, time.time() - started))
+    replace_path(outputs, final_dir / chapter)
+    replace_path(staged_notebook, final_dir / staged_notebook.name)
+    shutil.rmtree(staging, ignore_errors=True)
+    return final_dir / staged_notebook.name
+
+
+def run_chapters(names: list[str], profile: str, overrides=(), out_root: Path | None = None,
+                 show_progress: bool | None = None) -> list[Path]:
+    """Run chapters in order ('all' = the whole book); validates all of them before running any."""
+    selected = config.chapters() if names == ["all"] else [config.resolve_chapter(n) for n in names]
+    wanted = config.parse_overrides(overrides)
+    declared = {c: config.chapter_parameters(c) for c in selected}
+    for key in wanted:
+        if not any(key in d for d in declared.values()):
+            allowed = sorted({k for d in declared.values() for k in d})
+            raise config.ConfigError(f"--set: unknown key {key!r}; allowed keys are: {', '.join(allowed)}")
+    # Each chapter gets the overrides it declares (a seed for all, a step count for one).
+    per_chapter = {c: [o for o in overrides if o.partition("=")[0].strip() in declared[c]] for c in selected}
+    for chapter in selected:
+        config.merged_parameters(chapter, profile, per_chapter[chapter])
+    return [run_chapter(c, profile, per_chapter[c], out_root, show_progress) for c in selected]

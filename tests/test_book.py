@@ -1,0 +1,57 @@
+"""The book's sources and committed results agree: jupytext round trip, staleness, parameters."""
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+from vlbridge import config
+
+REPO = Path(__file__).resolve().parents[1]
+CHAPTERS = config.chapters()
+COMMITTED = sorted((REPO / "results").glob("*/[0-9][0-9]_*.ipynb"))
+
+
+def code_cells(notebook) -> list[str]:
+    return [c.source.strip() for c in notebook.cells
+            if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_percent_source_round_trips_through_jupytext(chapter):
+    path = REPO / "book" / f"{chapter}.py"
+    text = path.read_text()
+    notebook = jupytext.reads(text, fmt="py:percent")
+    assert jupytext.writes(notebook, fmt="py:percent") == text
+
+
+def test_every_profile_has_committed_results_for_every_chapter():
+    for profile in ("smoke", "default"):
+        for chapter in CHAPTERS:
+            assert (REPO / "results" / profile / f"{chapter}.ipynb").is_file(), f"run: vlbridge run {chapter} -p {profile}"
+            assert (REPO / "results" / profile / chapter / "metrics.json").is_file()
+            assert (REPO / "results" / profile / chapter / "run.json").is_file()
+
+
+@pytest.mark.parametrize("notebook_path", COMMITTED, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_committed_results_are_not_stale(notebook_path):
+    """The code cells of results/<profile>/NN_slug.ipynb are those of book/NN_slug.py: a chapter
+    edited without re-running it fails here."""
+    committed = nbformat.read(notebook_path, as_version=4)
+    source = jupytext.read(REPO / "book" / f"{notebook_path.stem}.py")
+    assert code_cells(committed) == code_cells(source), f"re-run: vlbridge run {notebook_path.stem} -p {notebook_path.parent.name}"
+
+
+@pytest.mark.parametrize("notebook_path", COMMITTED, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_committed_results_used_the_profile_parameters(notebook_path):
+    """The injected parameters are exactly what the profile gives today (so nbval re-runs the
+    published configuration, and a changed profile without a re-run fails here)."""
+    import ast
+
+    committed = nbformat.read(notebook_path, as_version=4)
+    injected = [c for c in committed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1
+    values = {}
+    for stmt in ast.parse(injected[0].source).body:
+        values[stmt.targets[0].id] = ast.literal_eval(stmt.value)
+    assert values == config.merged_parameters(notebook_path.stem, notebook_path.parent.name)
