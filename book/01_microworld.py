@@ -1,11 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     cell_metadata_filter: tags,-all
-#     formats: ipynb,py:percent
-#     notebook_metadata_filter: -all
-# ---
-
 # %% [markdown]
 # # 1. The microworld
 #

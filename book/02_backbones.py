@@ -1,11 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     cell_metadata_filter: tags,-all
-#     formats: ipynb,py:percent
-#     notebook_metadata_filter: -all
-# ---
-
 # %% [markdown]
 # # 2. Frozen backbones
 #
@@ -149,7 +141,7 @@ lm = backbones.load_lm(lm_model, device=device)
 lm_log = backbones.training_log(lm_model, device=device)
 lm_params = sum(p.numel() for p in lm.model.parameters())
 print(f"{lm_params:,} parameters, frozen: {backbones.is_frozen(lm.model)}; vocabulary {len(lm.tokenizer)} words; "
-      f"context {lm.model.config.n_positions} tokens")
+      f"context {lm.context_length} tokens")
 print(f"pretraining: {lm_log['steps']} steps x {lm_log['tokens_per_step']:,} tokens, "
       f"final loss {np.mean(lm_log['loss'][-20:]):.4f} (took {lm_log['seconds']:.1f} s when it was built)")
 fig = ch.figure(curves({"next-token loss": lm_log["loss"]}, smooth=20, title="LM pretraining (text only)"), "lm_loss")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .cache import build_cached, cached_path
 from .clip import FrozenCLIP, load_open_clip, pretrain_micro_clip
-from .corpus import lm_documents
+from .corpus import DOCUMENT_KINDS, lm_documents
 from .freeze import freeze, is_frozen
 from .lm import BackboneNotFoundError, FrozenLM, load_hf_lm, pretrain_micro_lm
 from .tokenizer import train_tokenizer
@@ -46,7 +46,8 @@ def micro_tokenizer(spec: dict):
     from transformers import AutoTokenizer
 
     def build(folder: Path) -> None:
-        train_tokenizer(lm_documents(0, spec["documents"], seed=spec["seed"])).save_pretrained(folder)
+        every_kind = {kind: 1.0 for kind in DOCUMENT_KINDS}  # all words, whatever mix a recipe trains on
+        train_tokenizer(lm_documents(0, spec["documents"], every_kind, spec["seed"])).save_pretrained(folder)
 
     return AutoTokenizer.from_pretrained(build_cached("tokenizer", spec, build))
 

@@ -1,9 +1,12 @@
 """Microworld text for the stand-in backbones.
 
 The LM reads text only, never images. Its corpus has the redundancy real text has: a caption
-followed by a paraphrase or restyled versions of itself, stories whose objects persist, dialogues
-whose answers restate the scene, rationales that restate the answer. An LM trained on independent
-captions learns to ignore its context, and then no image prefix can steer it (FINDINGS.md).
+followed by itself, a paraphrase or restyled versions of itself, stories whose objects persist,
+dialogues whose answers restate the scene, rationales that restate the answer. An LM trained on
+independent captions learns to ignore its context, and then no image prefix can steer it
+(FINDINGS.md). Random strings said twice ("echo") are the plainest redundancy of all: their second
+half can be predicted only by copying, which is what makes copying circuits form within a small
+training budget.
 """
 from __future__ import annotations
 
@@ -11,27 +14,39 @@ import numpy as np
 
 from ..world import STYLES, caption, dialogue, sample_scene, scene_rng, story, styled_caption, vqa_item, vqa_prompt
 from ..world.language import object_list, partial_caption, style_prompt
+from ..world.vocab import COLOUR_NAMES, POSITION_PHRASES, SHAPES, SIZE_WORDS
 
-# Document kinds and their share of the LM corpus.
-LM_MIX = {
-    "caption": 0.10,  # a caption alone
-    "paraphrase": 0.15,  # a caption, then the same scene described again
-    "restyle": 0.15,  # a caption, then styled versions of it, each after its style prompt
-    "styled": 0.10,  # a style prompt and a styled caption
-    "story": 0.15,  # a story, sometimes restating the whole scene after a change
-    "dialogue": 0.15,  # a brief caption (sometimes the full one), then question/answer rounds
-    "vqa": 0.10,  # q: ... a: ... because ...
-    "vqa_context": 0.10,  # a caption, then a question about it with answer and rationale
+# The kinds of document the LM corpus can hold; a recipe gives each kind's share.
+DOCUMENT_KINDS = {
+    "caption": "a caption alone",
+    "repeat": "a caption, then the very same caption again",
+    "echo": "a random string of world words, then the same string again",
+    "paraphrase": "a caption, then the same scene described again",
+    "restyle": "a caption, then styled versions of it, each after its style prompt",
+    "styled": "a style prompt and a styled caption",
+    "story": "a story, sometimes restating the whole scene after a change",
+    "dialogue": "a brief caption (sometimes the full one), then question/answer rounds",
+    "vqa": "q : ... a : ... because ...",
+    "vqa_context": "a caption, then a question about it with answer and rationale",
 }
 _CORPUS_STREAM = 21
+# Content words only: random strings of them can be predicted the second time only by copying.
+ECHO_WORDS = np.array([*SHAPES, *COLOUR_NAMES, *(w for words in SIZE_WORDS.values() for w in words),
+                       *dict.fromkeys(w for phrase in POSITION_PHRASES for w in phrase.split()), *STYLES])
 
 
 def lm_document(seed: int, kind: str) -> str:
     rng = scene_rng(seed, _CORPUS_STREAM)
-    if kind in ("caption", "paraphrase", "restyle", "styled", "vqa_context"):
+    if kind in ("caption", "repeat", "paraphrase", "restyle", "styled", "vqa_context"):
         scene = sample_scene(seed)
     if kind == "caption":
         return caption(scene, rng)
+    if kind == "echo":
+        words = " ".join(rng.choice(ECHO_WORDS, size=int(rng.integers(3, 9))))
+        return f"{words} . {words} ."
+    if kind == "repeat":
+        text = caption(scene, rng)
+        return f"{text} {text}"
     if kind == "paraphrase":
         return f"{caption(scene, rng)} {caption(scene, rng)}"
     if kind == "restyle":
@@ -57,15 +72,14 @@ def lm_document(seed: int, kind: str) -> str:
         item = vqa_item(seed)
         qa = f"{vqa_prompt(item.question, item.answer)} {item.rationale} ."
         return qa if kind == "vqa" else f"{caption(item.scene, rng)} {qa}"
-    raise ValueError(f"unknown document kind {kind!r}; kinds are {', '.join(LM_MIX)}")
+    raise ValueError(f"unknown document kind {kind!r}; kinds are {', '.join(DOCUMENT_KINDS)}")
 
 
-def lm_documents(start: int, count: int, mix: dict[str, float] | None = None, seed: int = 0) -> list[str]:
-    """`count` documents from scene seeds [start, start+count), kinds drawn by `mix`."""
-    mix = mix or LM_MIX
-    unknown = set(mix) - set(LM_MIX)
+def lm_documents(start: int, count: int, mix: dict[str, float], seed: int = 0) -> list[str]:
+    """`count` documents from scene seeds [start, start+count), kinds drawn with the shares in `mix`."""
+    unknown = set(mix) - set(DOCUMENT_KINDS)
     if unknown:
-        raise ValueError(f"unknown document kinds {sorted(unknown)}; kinds are {', '.join(LM_MIX)}")
+        raise ValueError(f"unknown document kinds {sorted(unknown)}; kinds are {', '.join(DOCUMENT_KINDS)}")
     kinds = list(mix)
     weights = np.array([mix[k] for k in kinds], dtype=float)
     picks = np.random.default_rng([seed, start]).choice(len(kinds), size=count, p=weights / weights.sum())

@@ -1,5 +1,5 @@
 """Causal LMs: any Hugging Face AutoModelForCausalLM by name or local folder, and the microworld's
-GPT-2-style stand-in, pretrained here on microworld text only (never on images)."""
+small decoder-only stand-in, pretrained here on microworld text only (never on images)."""
 from __future__ import annotations
 
 import json
@@ -28,6 +28,11 @@ class FrozenLM:
     @property
     def embed_dim(self) -> int:
         return self.model.get_input_embeddings().embedding_dim
+
+    @property
+    def context_length(self) -> int:
+        config = self.model.config
+        return getattr(config, "max_position_embeddings", None) or config.n_positions
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(ids)
@@ -66,19 +71,29 @@ def _packed_blocks(tokenizer, documents: list[str], block_size: int) -> torch.Te
     return torch.from_numpy(stream[: n * block_size].reshape(n, block_size))
 
 
+def micro_lm_config(recipe: dict, tokenizer):
+    """A Llama-architecture config (a GPT-style decoder with rotary positions): with rotary
+    positions the circuits that copy from context form within this CPU budget; with GPT-2's learned
+    absolute positions they did not (measured, see chapter 2)."""
+    from transformers import LlamaConfig
+
+    d = recipe["model"]["hidden_size"]
+    return LlamaConfig(
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, attention_dropout=0.0,
+        intermediate_size=recipe["model"].get("intermediate_size", 2 * d),
+        **{k: v for k, v in recipe["model"].items() if k != "intermediate_size"},
+    )
+
+
 def pretrain_micro_lm(recipe: dict, tokenizer, out_dir: Path, device: str = "cpu") -> None:
-    """Train the GPT-2-style stand-in on microworld text and save it as a Hugging Face model."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    """Train the stand-in LM on microworld text and save it as a Hugging Face model."""
+    from transformers import LlamaForCausalLM
 
     train = recipe["train"]
     torch.manual_seed(train["seed"])
-    config = GPT2Config(
-        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        **recipe["model"],
-    )
-    model = GPT2LMHeadModel(config).to(device)
-    blocks = _packed_blocks(tokenizer, lm_documents(0, train["documents"], train.get("mix"), train["seed"]),
+    model = LlamaForCausalLM(micro_lm_config(recipe, tokenizer)).to(device)
+    blocks = _packed_blocks(tokenizer, lm_documents(0, train["documents"], train["mix"], train["seed"]),
                             train["block_size"]).to(device)
     order = generator(train["seed"], "lm-pretrain-batches")
 
