@@ -30,6 +30,7 @@
 
 # %%
 import json
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -64,7 +65,9 @@ ch = Chapter("02_backbones", profile, seed=seed, threads=threads, device=device)
 # %%
 for name in (clip_model, lm_model):
     spec = backbones.recipe(name)
-    print(f"{name}: " + (json.dumps(spec, indent=1) if spec else "a real checkpoint (no recipe)"))
+    print(f"{name}:" + ("" if spec else " a real checkpoint (no recipe)"))
+    for section, value in (spec or {}).items():
+        print(f"  {section:9s} {json.dumps(value)}")
 
 # %% [markdown]
 # ## CLIP
@@ -166,18 +169,20 @@ ch.record(lm_heldout_ppl=perplexity, lm_sample_parse_rate=parse_rate, lm_params=
 # %% [markdown]
 # ## Does the LM use its context?
 #
-# **Probe.** Take a caption of a scene followed by a second caption of the *same* scene (another
-# template, another object order, other synonyms), and measure the LM's loss on each half. If the LM
-# reads its context, the second half is far cheaper than the first. As a control, follow the caption
-# by a caption of a *different* scene: then the second half should cost as much as the first.
+# **Probe.** Take a caption of a held-out scene and measure the LM's loss on it, then on what
+# follows it: the *very same* caption again, a *second caption of the same scene* (another template,
+# another object order, other synonyms), or — the control — a caption of a *different* scene. An LM
+# that reads its context finds a repetition far cheaper than the first statement, and a caption
+# that contradicts what it has just read more expensive.
 
 # %%
-probe = context_probe(lm, held_out[:probe_texts + 1], seed=seed)
-print(f"loss on the first caption:                 {probe['first']:.4f}")
-print(f"loss on a second caption, same scene:      {probe['same']:.4f}")
-print(f"loss on a second caption, different scene: {probe['different']:.4f}")
-ch.record(probe_first_half_loss=probe["first"], probe_second_half_loss=probe["same"],
-          probe_control_loss=probe["different"])
+probe = context_probe(lm, held_out[:probe_texts + 1])
+print(f"loss on the first caption:                    {probe['first']:.4f}")
+print(f"loss on the same caption again:               {probe['repeat']:.4f}")
+print(f"loss on another caption of the same scene:    {probe['paraphrase']:.4f}")
+print(f"loss on a caption of a different scene:       {probe['different']:.4f}")
+ch.record(probe_first_half_loss=probe["first"], probe_second_half_loss=probe["repeat"],
+          probe_paraphrase_loss=probe["paraphrase"], probe_control_loss=probe["different"])
 
 # %% [markdown]
 # **What the LM knows from text alone.** Chapter 5 asks the model to answer visual questions and
@@ -206,7 +211,8 @@ for loader, name in ((backbones.load_clip, "ViT-L-14/openai"), (backbones.load_l
     try:
         loader(name)
     except backbones.BackboneNotFoundError as e:
-        print(f"{loader.__name__}({name!r}) -> {str(e).split('(')[0].strip()}")
+        print(f"{loader.__name__}({name!r}) raises BackboneNotFoundError:")
+        print(textwrap.fill(str(e), 100, initial_indent="  ", subsequent_indent="  "))
 
 # %% [markdown]
 # **What this shows.** The stand-in CLIP retrieves held-out scenes from their captions almost

@@ -34,18 +34,23 @@ def sequence_nll(lm, texts: list[str], batch_size: int = 128) -> tuple[np.ndarra
 
 @torch.no_grad()
 def generate(lm, prompts: list[str], max_new_tokens: int, sample: bool, seed: int = 0,
-             stop_at: str = ".") -> list[str]:
-    """Continue each prompt (after <bos>), greedily or by sampling at temperature 1, up to `stop_at`."""
+             stop_at: str = ".", batch_size: int = 64) -> list[str]:
+    """Continue each prompt (after <bos>), greedily or by sampling at temperature 1, up to `stop_at`;
+    prompts are batched, left-padded, with the KV cache."""
     tok = lm.tokenizer
     torch.manual_seed(seed)
+    stops = [tok.convert_tokens_to_ids(stop_at), tok.eos_token_id]
     outputs = []
-    for prompt in prompts:
-        ids = torch.tensor([[tok.bos_token_id] + tok(prompt, add_special_tokens=False).input_ids], device=lm.model.device)
+    for i in range(0, len(prompts), batch_size):
+        ids = [[tok.bos_token_id] + tok(p, add_special_tokens=False).input_ids for p in prompts[i:i + batch_size]]
+        width = max(len(x) for x in ids)
+        input_ids = torch.tensor([[tok.pad_token_id] * (width - len(x)) + x for x in ids], device=lm.model.device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=lm.model.device)
         out = lm.model.generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=sample,
+            input_ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=sample,
             temperature=1.0 if sample else None, top_k=0 if sample else None, top_p=None,
-            eos_token_id=[tok.convert_tokens_to_ids(stop_at), tok.eos_token_id], pad_token_id=tok.pad_token_id)
-        outputs.append(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+            eos_token_id=stops, pad_token_id=tok.pad_token_id)
+        outputs += [tok.decode(row[width:], skip_special_tokens=True) for row in out]
     return outputs
 
 
@@ -56,20 +61,21 @@ def caption_openers_parse_rate(lm, n: int, seed: int = 0) -> tuple[float, list[s
     return float(np.mean([is_caption(s) for s in samples])), samples
 
 
-def context_probe(lm, scenes, seed: int = 0) -> dict[str, float]:
-    """Mean per-token loss on a caption; on a second caption of the same scene after it; and on a
-    caption of the next (different) scene after it."""
-    first, same, different = [], [], []
-    for k, scene in enumerate(scenes[:-1]):
+def context_probe(lm, scenes) -> dict[str, float]:
+    """Mean per-token loss on a caption, and on what follows it: the very same caption again, a
+    second caption of the same scene (other template, order and synonyms), or a caption of the
+    next, different scene."""
+    losses = {"first": [], "repeat": [], "paraphrase": [], "different": []}
+    for scene, other in zip(scenes, scenes[1:]):
         a = world.caption(scene, world.scene_rng(scene.seed, 1))
-        for follow, store in ((scene, same), (scenes[k + 1], different)):
-            b = world.caption(follow, world.scene_rng(follow.seed, 2))
-            n_a = len(lm.tokenizer(a, add_special_tokens=False).input_ids)
-            loss, mask = token_losses(lm, [f"{a} {b}"])
-            if store is same:
-                first.append(loss[0, :n_a].mean().item())
-            store.append(loss[0, n_a:][mask[0, n_a:]].mean().item())
-    return {"first": float(np.mean(first)), "same": float(np.mean(same)), "different": float(np.mean(different))}
+        n_a = len(lm.tokenizer(a, add_special_tokens=False).input_ids)
+        follows = {"repeat": a, "paraphrase": world.caption(scene, world.scene_rng(scene.seed, 2)),
+                   "different": world.caption(other, world.scene_rng(other.seed, 2))}
+        loss, mask = token_losses(lm, [f"{a} {b}" for b in follows.values()])
+        losses["first"].append(loss[0, :n_a].mean().item())
+        for row, name in enumerate(follows):
+            losses[name].append(loss[row, n_a:][mask[row, n_a:]].mean().item())
+    return {name: float(np.mean(values)) for name, values in losses.items()}
 
 
 def split_answer(text: str) -> tuple[str, str | None]:

@@ -5,6 +5,8 @@ back through open_clip's own `local-dir:` path."""
 from __future__ import annotations
 
 import json
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +81,17 @@ class FrozenCLIP:
         return torch.cat(out).float().cpu()
 
 
+@contextmanager
+def _quiet_root_logger():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def load_open_clip(name: str, device: str = "cpu", precision: str = "fp32") -> FrozenCLIP:
     """'local-dir:/folder', a folder path, 'hf-hub:org/repo', or 'ARCH/TAG' such as 'ViT-L-14/openai'.
     Nothing is downloaded: a checkpoint missing here is an error that says how to get it."""
@@ -89,9 +102,10 @@ def load_open_clip(name: str, device: str = "cpu", precision: str = "fp32") -> F
         name = f"local-dir:{folder}"
     arch, _, tag = name.partition("/") if not name.startswith(("local-dir:", "hf-hub:")) else (name, "", "")
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            arch, pretrained=tag or None, device=device, precision=precision)
-        tokenizer = open_clip.get_tokenizer(arch)
+        with _quiet_root_logger():  # open_clip logs its own failure before raising; ours says more
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                arch, pretrained=tag or None, device=device, precision=precision)
+            tokenizer = open_clip.get_tokenizer(arch)
     except (RuntimeError, FileNotFoundError, OSError, ValueError) as e:
         raise BackboneNotFoundError(
             f"CLIP model {name!r} is not available offline ({str(e)[:200]}). On a machine with network, "

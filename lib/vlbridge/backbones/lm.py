@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..repro import generator
+from ..repro import generator, progress_enabled
 from .corpus import lm_documents
 from .freeze import freeze
 from .training import adamw, train_loop
@@ -38,6 +38,14 @@ class FrozenLM:
         return self.model.get_input_embeddings()(ids)
 
 
+def _hide_hf_progress_bars() -> None:
+    """Headless runs record no loading/saving bars as notebook output (they would differ run to run)."""
+    from transformers.utils import logging as hf_logging
+
+    if not progress_enabled():
+        hf_logging.disable_progress_bar()
+
+
 def load_hf_lm(name_or_path: str, dtype: torch.dtype = torch.float32) -> FrozenLM:
     """A frozen AutoModelForCausalLM and its tokenizer, from a local folder or the local HF cache
     (no download: HF_HUB_OFFLINE is set)."""
@@ -47,6 +55,7 @@ def load_hf_lm(name_or_path: str, dtype: torch.dtype = torch.float32) -> FrozenL
     source = str(local) if local.exists() else name_or_path
     if local.exists() and not (local / "config.json").is_file():
         raise BackboneNotFoundError(f"{local} has no config.json: not a Hugging Face model folder")
+    _hide_hf_progress_bars()
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, dtype=dtype)
@@ -90,6 +99,7 @@ def pretrain_micro_lm(recipe: dict, tokenizer, out_dir: Path, device: str = "cpu
     """Train the stand-in LM on microworld text and save it as a Hugging Face model."""
     from transformers import LlamaForCausalLM
 
+    _hide_hf_progress_bars()
     train = recipe["train"]
     torch.manual_seed(train["seed"])
     model = LlamaForCausalLM(micro_lm_config(recipe, tokenizer)).to(device)
