@@ -31,7 +31,8 @@ def pytest_sessionfinish(session, exitstatus):
 def project(tmp_path, monkeypatch):
     """A throwaway copy of the book's chapters and profiles, as VLBRIDGE_ROOT, to break at will."""
     for folder in ("book", "params"):
-        shutil.copytree(REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+        ignore = shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints")
+        shutil.copytree(REPO / folder, tmp_path / folder, ignore=ignore)
     monkeypatch.setenv("VLBRIDGE_ROOT", str(tmp_path))
     return tmp_path
 

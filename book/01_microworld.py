@@ -65,7 +65,8 @@ print(f"training seeds [0, {world.HELDOUT_START:,}); held-out seeds from {world.
       f"test seeds from {world.TEST_START:,}")
 first = world.sample_scene(seed)
 for obj in first.objects:
-    print(f"scene {seed}: {obj.size} {obj.colour} {obj.shape} at cell (row {obj.row}, col {obj.col}) = '{obj.position}'")
+    print(f"scene {seed}: {obj.size} {obj.colour} {obj.shape} at cell (row {obj.row}, col {obj.col})"
+          f" = '{obj.position}'")
 
 
 # %%
@@ -175,7 +176,8 @@ print("objects:", "; ".join(f"{o.size} {o.colour} {o.shape} at the {o.position}"
 print(f"waveform {wave.shape[0]} channels x {wave.shape[1]} samples at {world.SAMPLE_RATE} Hz; "
       f"log-mel {mel.shape[1]} bins x {mel.shape[2]} frames")
 recoloured = scene.with_objects([replace(o, colour="white") for o in scene.objects])
-print(f"max |difference| after recolouring every object white: {np.abs(world.render_sound(recoloured) - wave).max():.1f}")
+difference = np.abs(world.render_sound(recoloured) - wave).max()
+print(f"max |difference| after recolouring every object white: {difference:.1f}")
 fig = ch.figure(sound_figure(wave, mel, world.SAMPLE_RATE), "sound")
 plt.show()
 

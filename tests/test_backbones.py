@@ -2,7 +2,6 @@
 deterministic cached pretraining, frozen-stays-frozen, and clear errors for missing checkpoints."""
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -47,7 +46,8 @@ def test_fast_token_ids_equal_the_standard_tokenizer_and_keep_eos_when_truncatin
 
 def test_stand_ins_are_saved_in_the_real_formats_and_loaded_by_the_real_loaders(clip, lm):
     clip_dir = cached_path("micro-clip", backbones.recipe(SMOKE_CLIP))
-    assert {"open_clip_config.json", "open_clip_model.safetensors", "tokenizer.json"} <= {p.name for p in clip_dir.iterdir()}
+    files = {p.name for p in clip_dir.iterdir()}
+    assert {"open_clip_config.json", "open_clip_model.safetensors", "tokenizer.json"} <= files
     again = backbones.load_clip(f"local-dir:{clip_dir}")
     images = world.render_array(world.scenes(0, 4), clip.image_size)
     assert torch.equal(again.encode_images(images), clip.encode_images(images))

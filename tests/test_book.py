@@ -28,7 +28,8 @@ def test_percent_source_round_trips_through_jupytext(chapter):
 def test_every_profile_has_committed_results_for_every_chapter():
     for profile in ("smoke", "default"):
         for chapter in CHAPTERS:
-            assert (REPO / "results" / profile / f"{chapter}.ipynb").is_file(), f"run: vlbridge run {chapter} -p {profile}"
+            hint = f"run: vlbridge run {chapter} -p {profile}"
+            assert (REPO / "results" / profile / f"{chapter}.ipynb").is_file(), hint
             assert (REPO / "results" / profile / chapter / "metrics.json").is_file()
             assert (REPO / "results" / profile / chapter / "run.json").is_file()
 
@@ -39,7 +40,8 @@ def test_committed_results_are_not_stale(notebook_path):
     edited without re-running it fails here."""
     committed = nbformat.read(notebook_path, as_version=4)
     source = jupytext.read(REPO / "book" / f"{notebook_path.stem}.py")
-    assert code_cells(committed) == code_cells(source), f"re-run: vlbridge run {notebook_path.stem} -p {notebook_path.parent.name}"
+    hint = f"re-run: vlbridge run {notebook_path.stem} -p {notebook_path.parent.name}"
+    assert code_cells(committed) == code_cells(source), hint
 
 
 @pytest.mark.parametrize("notebook_path", COMMITTED, ids=lambda p: f"{p.parent.name}/{p.stem}")

@@ -72,8 +72,8 @@ def test_a_failing_chapter_says_which_cell_and_leaves_previous_results(project, 
     (previous / "metrics.json").write_text('{"kept": true}')
     (results / "smoke" / "01_microworld.ipynb").write_text("previous notebook")
     chapter = project / "book" / "01_microworld.py"
-    chapter.write_text(chapter.read_text().replace(
-        "# %% [markdown]\n# ## Scenes", "# %%\nraise RuntimeError('broken on purpose')\n\n# %% [markdown]\n# ## Scenes"))
+    broken = "# %%\nraise RuntimeError('broken on purpose')\n\n# %% [markdown]\n# ## Scenes"
+    chapter.write_text(chapter.read_text().replace("# %% [markdown]\n# ## Scenes", broken))
     out = vlbridge("run", "01", "-p", "smoke", "--out", str(results))
     assert out.returncode == 1
     assert "failed in cell" in out.stderr and "raise RuntimeError('broken on purpose')" in out.stderr
@@ -81,3 +81,24 @@ def test_a_failing_chapter_says_which_cell_and_leaves_previous_results(project, 
     assert (previous / "metrics.json").read_text() == '{"kept": true}'
     assert (results / "smoke" / "01_microworld.ipynb").read_text() == "previous notebook"
     assert (results / ".failed-smoke-01_microworld" / "smoke" / "01_microworld.ipynb").is_file()
+
+
+def test_export_writes_a_format_the_loaders_read(tmp_path, capsys):
+    from vlbridge.data import load_coco_captions
+
+    assert main(["export", "coco", "--out", str(tmp_path), "--count", "3"]) == 0
+    records = load_coco_captions(tmp_path / "captions.json", tmp_path / "images")
+    assert [r.image_id for r in records] == [1_000_000, 1_000_001, 1_000_002]
+    assert "coco: wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--count", "0"], "--count: must be at least 1, got 0"),
+    (["--count", "many"], "--count: expected a whole number, got 'many'"),
+    (["--image-size", "4"], "--image-size: must be at least 8"),
+])
+def test_export_rejects_bad_numbers(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["export", "coco", "--out", str(tmp_path), *args])
+    assert info.value.code == 2 and message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

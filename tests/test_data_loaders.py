@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
+
 from vlbridge.data import (
     DataError,
     ImageCaptionDataset,

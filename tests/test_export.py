@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 import vlbridge.world.export as export_module
 from vlbridge.data import (
     load_audio_captions,

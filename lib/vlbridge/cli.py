@@ -16,6 +16,19 @@ Parameters merge in this order: the chapter's parameters cell < the profile's `c
 < the profile's chapter section < --set key=value. Unknown keys and wrong types are errors."""
 
 
+def _natural(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlbridge", description="A reproducible research book on teaching a frozen language model to see.",
@@ -27,13 +40,15 @@ def _parser() -> argparse.ArgumentParser:
                          description="Execute chapters (book/NN_slug.py) with papermill and write "
                                      "results/<profile>/NN_slug.ipynb and NN_slug/{metrics.json,run.json,figures/}. "
                                      "A failed run leaves the previous results untouched.")
-    run.add_argument("chapters", nargs="+", metavar="CHAPTER", help="'all', or chapters by number or name: 02, backbones, 02_backbones")
+    run.add_argument("chapters", nargs="+", metavar="CHAPTER",
+                     help="'all', or chapters by number or name: 02, backbones, 02_backbones")
     run.add_argument("--profile", "-p", default="default", help="a params/<profile>.yaml (default: default)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override one parameter (value read as YAML); repeatable")
     run.add_argument("--out", type=Path, default=None, help="results root instead of <repo>/results")
     progress = run.add_mutually_exclusive_group()
-    progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show per-cell progress")
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
+                          help="show per-cell progress (default: only at a terminal, never under CI)")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
     params = sub.add_parser("params", help="print the merged parameters of a chapter",
@@ -51,9 +66,10 @@ def _parser() -> argparse.ArgumentParser:
                                         f"{', '.join(EXPORT_FORMATS)} (or all), readable by vlbridge.data loaders.")
     export.add_argument("format", choices=[*EXPORT_FORMATS, "all"])
     export.add_argument("--out", type=Path, required=True, help="folder to write into")
-    export.add_argument("--start", type=int, default=1_000_000, help="first scene seed (default: the held-out range)")
-    export.add_argument("--count", type=int, default=100, help="number of scenes (default 100)")
-    export.add_argument("--image-size", type=int, default=32, help="image side in pixels (default 32)")
+    export.add_argument("--start", type=_natural(0), default=1_000_000,
+                        help="first scene seed (default: the held-out range)")
+    export.add_argument("--count", type=_natural(1), default=100, help="number of scenes (default 100)")
+    export.add_argument("--image-size", type=_natural(8), default=32, help="image side in pixels (default 32)")
     return parser
 
 
@@ -91,8 +107,6 @@ def _list(args) -> int:
 def _export(args) -> int:
     from .world.export import EXPORT_FORMATS, export
 
-    if args.count < 1:
-        raise ValueError(f"--count must be at least 1, got {args.count}")
     for fmt in EXPORT_FORMATS if args.format == "all" else [args.format]:
         written = export(fmt, args.out / fmt if args.format == "all" else args.out,
                          args.start, args.count, image_size=args.image_size)
@@ -101,7 +115,9 @@ def _export(args) -> int:
 
 
 def main(argv=None) -> int:
+    from .backbones.lm import BackboneNotFoundError
     from .config import ConfigError
+    from .data import DataError
     from .paths import ProjectNotFoundError
     from .runner import RunError
 
@@ -109,7 +125,7 @@ def main(argv=None) -> int:
     handler = {"run": _run, "params": _params, "list": _list, "export": _export}[args.command]
     try:
         return handler(args)
-    except (ConfigError, ProjectNotFoundError, ValueError) as e:
+    except (ConfigError, ProjectNotFoundError, DataError, BackboneNotFoundError) as e:
         print(f"vlbridge: error: {e}", file=sys.stderr)
         return 2
     except RunError as e:

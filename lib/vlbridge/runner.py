@@ -139,15 +139,18 @@ def run_chapter(chapter: str, profile: str, overrides=(), out_root: Path | None 
             papermill.execute_notebook(
                 notebook, str(staged_notebook), parameters=params, kernel_name="python3", language="python",
                 cwd=str(repo_root()), log_output=False, progress_bar=show,
+                # ipykernel warns at every start that its local TCP sockets are unencrypted; errors still show
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
             )
     except PapermillExecutionError as e:
         failed = out_root / f".failed-{profile}-{chapter}"
         shutil.rmtree(failed, ignore_errors=True)
         os.replace(staging, failed)
+        failed_notebook = failed / profile / staged_notebook.name
         raise RunError(
-            f"chapter {chapter} (profile {profile}) failed in {_failed_cell(e, failed / profile / staged_notebook.name)}: "
+            f"chapter {chapter} (profile {profile}) failed in {_failed_cell(e, failed_notebook)}: "
             f"{e.ename}: {e.evalue}\nthe previous results in {final_dir} are unchanged; "
-            f"the failed notebook is {failed / profile / staged_notebook.name}"
+            f"the failed notebook is {failed_notebook}"
         ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -34,7 +34,8 @@ def recipe(name: str) -> dict | None:
     if path.suffix != ".json":
         return None
     if not path.is_file():
-        raise BackboneNotFoundError(f"recipe file {path} does not exist; built-in recipes: {', '.join(builtin_recipes())}")
+        raise BackboneNotFoundError(
+            f"recipe file {path} does not exist; built-in recipes: {', '.join(builtin_recipes())}")
     data = json.loads(path.read_text())
     if data.get("kind") not in MICRO_KINDS:
         raise ValueError(f"{path}: 'kind' must be one of {', '.join(MICRO_KINDS)}, got {data.get('kind')!r}")
@@ -59,7 +60,8 @@ def _built(name: str, device: str) -> Path | None:
         return None
     keyed = spec | ({"device": device} if device != "cpu" else {})
     pretrain = pretrain_micro_clip if spec["kind"] == "micro-clip" else pretrain_micro_lm
-    return build_cached(spec["kind"], keyed, lambda folder: pretrain(spec, micro_tokenizer(spec["tokenizer"]), folder, device))
+    tokenizer = micro_tokenizer(spec["tokenizer"])
+    return build_cached(spec["kind"], keyed, lambda folder: pretrain(spec, tokenizer, folder, device))
 
 
 def load_clip(name: str, device: str = "cpu") -> FrozenCLIP:

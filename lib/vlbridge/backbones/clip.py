@@ -48,7 +48,7 @@ class FrozenCLIP:
 
     @property
     def embed_dim(self) -> int:
-        return self.model.text_projection.shape[1] if hasattr(self.model, "text_projection") else self.model.visual.output_dim
+        return self.model.visual.output_dim
 
     @property
     def device(self) -> torch.device:
@@ -199,7 +199,8 @@ def pretrain_micro_clip(recipe: dict, tokenizer, out_dir: Path, device: str = "c
 
     optimizer = adamw(model.parameters(), train["lr"], train["weight_decay"])
     log = train_loop(model, optimizer, train["steps"], train["warmup_steps"], loss_fn, "pretrain CLIP")
-    save_file({k: v.contiguous() for k, v in model.cpu().state_dict().items()}, str(out_dir / "open_clip_model.safetensors"))
+    weights = {k: v.contiguous() for k, v in model.cpu().state_dict().items()}
+    save_file(weights, str(out_dir / "open_clip_model.safetensors"))
     preprocess = {"mean": list(MEAN), "std": list(STD), "interpolation": "bicubic", "resize_mode": "shortest"}
     (out_dir / "open_clip_config.json").write_text(
         json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, indent=2) + "\n")

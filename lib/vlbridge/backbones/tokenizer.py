@@ -32,8 +32,9 @@ def train_tokenizer(texts):
 
 def fast_token_ids(tokenizer, texts: list[str], length: int):
     """[N, length] int64 token ids, padded and truncated (special tokens kept), through the Rust
-    tokenizer directly: the transformers wrapper costs ~7x more per batch, which matters in loops
-    that tokenize every step (CLIP pretraining, RL rewards)."""
+    tokenizer directly: the transformers wrapper costs about twice as much per batch
+    (benchmarks/tokenize.py), which adds up in loops that tokenize every step (CLIP pretraining,
+    RL rewards)."""
     import torch
 
     backend = tokenizer.backend_tokenizer

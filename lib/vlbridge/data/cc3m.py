@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .errors import DataError
 from .images import image_file
+from .jsonfile import read_text
 
 FROMAGE_HEADER = ("caption", "image")
 
@@ -19,12 +20,7 @@ class Cc3mRecord:
 
 
 def _read_lines(path: Path) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: cannot read the file ({error})") from None
+    text = read_text(path)
     # Split on newlines only: str.splitlines would also break captions at unicode line separators.
     lines = [line.removesuffix("\r") for line in text.split("\n")]
     return lines[:-1] if lines and lines[-1] == "" else lines

@@ -1,4 +1,5 @@
-"""Reading dataset JSON with errors that say which file, which record and which key went wrong."""
+"""Reading dataset files (JSON, text) with errors that say which file, which record and which key
+went wrong."""
 from __future__ import annotations
 
 import json
@@ -9,14 +10,18 @@ from typing import Any
 from .errors import DataError
 
 
-def read_json(path) -> Any:
+def read_text(path) -> str:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: cannot read the file ({error})") from None
+
+
+def read_json(path) -> Any:
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:

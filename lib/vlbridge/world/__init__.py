@@ -1,6 +1,6 @@
 """The microworld: seeded scenes whose truth is known exactly, with images, sounds and language."""
 from .language import caption, object_phrase, reference, style_prompt, styled_caption
-from .narrative import Dialogue, Story, VQAItem, VQA_KINDS, dialogue, story, vqa_item, vqa_prompt
+from .narrative import VQA_KINDS, Dialogue, Story, VQAItem, dialogue, story, vqa_item, vqa_prompt
 from .parser import Claim, Parse, parse
 from .render import render, render_array
 from .scene import HELDOUT_START, TEST_START, Scene, WorldObject, sample_scene, scene_rng, scenes

@@ -178,7 +178,8 @@ def vqa_item(seed: int, kind: str | None = None) -> VQAItem:
         q, a, r = f"what size is the {at} ?", obj.size, f"the {at} is {obj.size}"
     elif kind == "count":
         q, a = "how many objects are there ?", NUMBER_WORDS[len(scene.objects)]
-        r = ("there is " if len(scene.objects) == 1 else "there are ") + join([object_phrase(o, rng) for o in scene.objects])
+        be = "there is" if len(scene.objects) == 1 else "there are"
+        r = f"{be} {join([object_phrase(o, rng) for o in scene.objects])}"
     elif kind == "exists":
         shape, colour = SHAPES[int(rng.integers(3))], COLOUR_NAMES[int(rng.integers(len(COLOUR_NAMES)))]
         if rng.random() < 0.5:
