@@ -148,3 +148,13 @@ def test_micro_lm_samples_follow_the_grammar_better_than_chance(lm):
 
     out = generate(lm, ["there is"] * 4, 12, sample=False)
     assert all(o.split()[0] == "a" for o in out), out
+
+
+def test_cache_key_follows_the_recipe_and_the_code(monkeypatch):
+    from vlbridge.backbones import cache
+
+    spec = backbones.recipe(SMOKE_LM)
+    path = cached_path("micro-lm", spec)
+    assert cached_path("micro-lm", {**spec, "train": {**spec["train"], "steps": 41}}) != path
+    monkeypatch.setattr(cache, "code_fingerprint", lambda: "edited-code")
+    assert cached_path("micro-lm", spec) != path

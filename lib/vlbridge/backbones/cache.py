@@ -1,20 +1,35 @@
 """Built artefacts (pretrained stand-in backbones) cached under a hash of the recipe that made
-them: a chapter asking for the same recipe loads it; a changed recipe builds anew."""
+them and of the code that turns a recipe into weights (the world, the corpus, the training loops):
+a chapter asking for the same recipe loads it; a changed recipe, or changed code, builds anew."""
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 from ..paths import cache_root, replace_path
 
 CACHE_FORMAT = 1  # bump when the layout of a cached artefact changes
+_PACKAGE = Path(__file__).resolve().parents[1]
+_BUILD_CODE = ("world", "backbones")  # the packages whose code decides what a recipe builds
+
+
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for folder in _BUILD_CODE:
+        for path in sorted((_PACKAGE / folder).rglob("*")):
+            if path.suffix in (".py", ".json"):
+                digest.update(path.relative_to(_PACKAGE).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def recipe_hash(recipe: dict) -> str:
-    canonical = json.dumps({"format": CACHE_FORMAT, "recipe": recipe}, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps({"format": CACHE_FORMAT, "code": code_fingerprint(), "recipe": recipe},
+                           sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
