@@ -1,4 +1,7 @@
 """Metrics, in one place, used by every chapter."""
+from .captioning import caption_scores
+from .grounding import AttributeCounts, attribute_counts, grounded_scores
 from .retrieval import mean_reciprocal_rank, ndcg, ranks_of_first_hit, recall_at_k
 
-__all__ = ["mean_reciprocal_rank", "ndcg", "ranks_of_first_hit", "recall_at_k"]
+__all__ = ["AttributeCounts", "attribute_counts", "caption_scores", "grounded_scores", "mean_reciprocal_rank", "ndcg",
+           "ranks_of_first_hit", "recall_at_k"]

@@ -30,7 +30,7 @@ def ndcg(similarity: torch.Tensor, relevance: torch.Tensor, k: int | None = None
     dense annotations give such grades; a 0/1 mask works too)."""
     relevance = relevance.float()
     k = k or similarity.shape[1]
-    order = similarity.argsort(1, descending=True, stable=True)[:, :k]
+    order = torch.sort(similarity, dim=1, descending=True, stable=True).indices[:, :k]
     discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float))
     gains = (relevance.gather(1, order) * discounts).sum(1)
     ideal = (relevance.sort(1, descending=True).values[:, :k] * discounts).sum(1)

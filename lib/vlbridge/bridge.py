@@ -1,0 +1,270 @@
+"""The bridge every method trains: an encoder embedding becomes k input embeddings of a frozen LM,
+spliced anywhere into an interleaved sequence of text and images; and batched, KV-cached generation
+from such sequences.
+
+A sequence is a list of segments:
+    Text("a caption .", learn=True)   # tokens; learn=True makes them targets of the loss
+    Embeds(vectors, tag="image")      # [n, d_lm] vectors put straight into inputs_embeds
+so "image, caption, image, caption, [RET]" is one list, and the positions of every tagged segment
+are returned for reading hidden states there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IGNORE = -100  # targets that are not predicted
+_BOS = object()  # the LM's begin-of-sequence token, first in every assembled sequence
+
+
+class Bridge(nn.Module):
+    """Encoder embedding [B, d_in] -> k LM input embeddings [B, k, d_lm]: linear (FROMAGe) or a
+    two-layer MLP (ClipCap, ESPER)."""
+
+    def __init__(self, in_dim: int, lm_dim: int, tokens: int = 4, kind: str = "linear", hidden: int | None = None):
+        super().__init__()
+        if kind not in ("linear", "mlp"):
+            raise ValueError(f"bridge kind must be 'linear' or 'mlp', got {kind!r}")
+        if tokens < 1:
+            raise ValueError(f"a bridge needs at least 1 token, got {tokens}")
+        self.in_dim, self.lm_dim, self.tokens, self.kind = in_dim, lm_dim, tokens, kind
+        out = tokens * lm_dim
+        if kind == "linear":
+            self.net = nn.Linear(in_dim, out)
+        else:
+            hidden = hidden or out // 2
+            self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.Tanh(), nn.Linear(hidden, out))
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        if embedding.ndim != 2 or embedding.shape[1] != self.in_dim:
+            raise ValueError(f"bridge expects embeddings [batch, {self.in_dim}], got {tuple(embedding.shape)}")
+        return self.net(embedding).view(len(embedding), self.tokens, self.lm_dim)
+
+
+class ExtraTokens(nn.Module):
+    """Tokens the LM never had (FROMAGe's [RET]): each has its own trainable input embedding and
+    output vector, appended after the LM's vocabulary (ids V, V+1, ...). The LM's own embedding
+    matrix is untouched."""
+
+    def __init__(self, names: list[str], lm_dim: int, vocab_size: int, init_std: float = 0.02):
+        super().__init__()
+        self.names, self.vocab_size = list(names), vocab_size
+        self.input = nn.Parameter(torch.randn(len(names), lm_dim) * init_std)
+        self.output = nn.Parameter(torch.randn(len(names), lm_dim) * init_std)
+        self.bias = nn.Parameter(torch.zeros(len(names)))
+
+    def id(self, name: str) -> int:
+        return self.vocab_size + self.names.index(name)
+
+    def embedding(self, name: str) -> torch.Tensor:
+        return self.input[self.names.index(name)][None]
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden @ self.output.T + self.bias
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+    learn: bool = False
+    tag: str = ""  # marks the position of the text's last token
+
+
+@dataclass(frozen=True)
+class Embeds:
+    vectors: torch.Tensor  # [n, d_lm]
+    tag: str = ""
+    target: int | None = None  # a token id to predict at this position (e.g. [RET]'s extra id)
+
+
+@dataclass
+class Batch:
+    inputs_embeds: torch.Tensor  # [B, T, d]
+    attention_mask: torch.Tensor  # [B, T]
+    position_ids: torch.Tensor  # [B, T]
+    targets: torch.Tensor  # [B, T] token id at each position, or IGNORE
+    tags: list[dict[str, list[int]]]  # per sequence: tag -> positions (in the padded batch)
+
+    def positions(self, tag: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, column) index tensors of every position tagged `tag`, in order."""
+        rows, cols = [], []
+        for i, tags in enumerate(self.tags):
+            for col in tags.get(tag, []):
+                rows.append(i)
+                cols.append(col)
+        return torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
+
+    def last(self, tag: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, columns) of the last position tagged `tag` in each sequence."""
+        cols = [tags[tag][-1] for tags in self.tags]
+        return torch.arange(len(cols)), torch.tensor(cols, dtype=torch.long)
+
+
+def token_ids(tokenizer, text: str) -> list[int]:
+    """Ids of `text` without special tokens (through the Rust tokenizer when there is one: the
+    training loops tokenize every step)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return backend.encode(text, add_special_tokens=False).ids
+    return tokenizer(text, add_special_tokens=False).input_ids
+
+
+def assemble(lm, sequences: list[list], bos: bool = True, pad_left: bool = False) -> Batch:
+    """Token embeddings and spliced vectors for each sequence, padded into one batch.
+    pad_left=True is for generation: every sequence then ends at the same position."""
+    if not sequences:
+        raise ValueError("assemble got an empty batch")
+    tok = lm.tokenizer
+    embedding = lm.model.get_input_embeddings()
+    device = embedding.weight.device
+    rows = []
+    for sequence in sequences:
+        chunks, targets, tags, length = [], [], {}, 0
+        for segment in [_BOS, *sequence] if bos else sequence:
+            if segment is _BOS:
+                ids = torch.tensor([tok.bos_token_id], device=device)
+                chunks.append(embedding(ids))
+                targets.append(torch.full((1,), IGNORE, device=device))
+                length += 1
+            elif isinstance(segment, Text):
+                ids = torch.tensor(token_ids(tok, segment.text), dtype=torch.long, device=device)
+                if len(ids) == 0:
+                    raise ValueError(f"text segment {segment.text!r} has no tokens")
+                chunks.append(embedding(ids))
+                targets.append(ids if segment.learn else torch.full_like(ids, IGNORE))
+                length += len(ids)
+                if segment.tag:
+                    tags.setdefault(segment.tag, []).append(length - 1)
+            elif isinstance(segment, Embeds):
+                n = len(segment.vectors)
+                chunks.append(segment.vectors.to(device=device, dtype=embedding.weight.dtype))
+                fill = IGNORE if segment.target is None else segment.target
+                targets.append(torch.full((n,), fill, dtype=torch.long, device=device))
+                if segment.tag:
+                    tags.setdefault(segment.tag, []).extend(range(length, length + n))
+                length += n
+            else:
+                raise TypeError(f"a sequence holds Text and Embeds segments, got {type(segment).__name__}")
+        rows.append((torch.cat(chunks), torch.cat(targets), tags))
+    width = max(len(r[0]) for r in rows)
+    dim = rows[0][0].shape[1]
+    embeds = torch.zeros(len(rows), width, dim, device=device, dtype=rows[0][0].dtype)
+    mask = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    targets = torch.full((len(rows), width), IGNORE, dtype=torch.long, device=device)
+    all_tags = []
+    for i, (emb, tgt, tags) in enumerate(rows):
+        n = len(emb)
+        start = width - n if pad_left else 0
+        embeds[i, start:start + n] = emb
+        mask[i, start:start + n] = 1
+        targets[i, start:start + n] = tgt
+        all_tags.append({tag: [p + start for p in positions] for tag, positions in tags.items()})
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    return Batch(embeds, mask, positions, targets, all_tags)
+
+
+def forward(lm, batch: Batch, extra: ExtraTokens | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final hidden states [B, T, d] and next-token logits [B, T, V (+ extra)] of the frozen LM."""
+    out = lm.model(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
+                   position_ids=batch.position_ids, output_hidden_states=True)
+    hidden, logits = out.hidden_states[-1], out.logits
+    if extra is not None:
+        logits = torch.cat([logits, extra.logits(hidden)], -1)
+    return hidden, logits
+
+
+def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed log-probability of each sequence's targets given what precedes them, [B]."""
+    shifted = targets[:, 1:]
+    logp = logits[:, :-1].float().log_softmax(-1)
+    picked = logp.gather(-1, shifted.clamp(min=0)[..., None])[..., 0]
+    return (picked * (shifted != IGNORE)).sum(1)
+
+
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each target given everything before it (mean over targets)."""
+    shifted = targets[:, 1:]
+    if not (shifted != IGNORE).any():
+        raise ValueError("this batch has no targets to learn")
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), shifted.reshape(-1),
+                           ignore_index=IGNORE)
+
+
+@dataclass
+class Generation:
+    tokens: list[list[int]]  # generated ids per sequence (stop token included, nothing after it)
+    texts: list[str]
+    logprobs: torch.Tensor  # [B, steps] log-probability of each generated token (0 after the stop)
+    hidden: torch.Tensor  # [B, steps, d] hidden state that produced each token
+    mask: torch.Tensor  # [B, steps] 1 where a token was generated
+
+
+@torch.no_grad()
+def generate(lm, batch: Batch, max_new_tokens: int, temperature: float = 0.0, stop: tuple = (".",),
+             extra: ExtraTokens | None = None, generator: torch.Generator | None = None) -> Generation:
+    """Continue a left-padded batch with the KV cache: greedy (temperature 0) or sampling, until a
+    `stop` token (a token string or an id, <eos> always) or `max_new_tokens`. With `extra`, its
+    tokens ([RET]) can be generated too, and are fed back as their own embeddings."""
+    tok = lm.tokenizer
+    embedding = lm.model.get_input_embeddings()
+    ids = {s if isinstance(s, int) else tok.convert_tokens_to_ids(s) for s in stop} | {tok.eos_token_id}
+    stop_ids = torch.tensor(sorted(ids), device=batch.attention_mask.device)
+    B = len(batch.inputs_embeds)
+    mask = batch.attention_mask
+    position = batch.position_ids[:, -1:]
+    inputs, cache = batch.inputs_embeds, None
+    done = torch.zeros(B, dtype=torch.bool, device=mask.device)
+    tokens, logprobs, hiddens, alive = [], [], [], []
+    for _ in range(max_new_tokens):
+        out = lm.model(inputs_embeds=inputs, attention_mask=mask,
+                       position_ids=batch.position_ids if cache is None else position,
+                       past_key_values=cache, use_cache=True, output_hidden_states=True)
+        cache = out.past_key_values
+        hidden = out.hidden_states[-1][:, -1]
+        logits = out.logits[:, -1].float()
+        if extra is not None:
+            logits = torch.cat([logits, extra.logits(hidden).float()], -1)
+        logp = logits.log_softmax(-1)
+        if temperature > 0:
+            choice = torch.multinomial((logits / temperature).softmax(-1), 1, generator=generator)[:, 0]
+        else:
+            choice = logits.argmax(-1)
+        choice = torch.where(done, torch.full_like(choice, tok.pad_token_id), choice)
+        tokens.append(choice)
+        logprobs.append(torch.where(done, 0.0, logp.gather(1, choice[:, None])[:, 0]))
+        hiddens.append(hidden)
+        alive.append(~done)
+        done = done | torch.isin(choice, stop_ids)
+        if done.all():
+            break
+        vocab = embedding.num_embeddings
+        is_extra = choice >= vocab
+        inputs = embedding(choice.clamp(max=vocab - 1))
+        if extra is not None and is_extra.any():
+            inputs = torch.where(is_extra[:, None], extra.input[(choice - vocab).clamp(min=0)], inputs)
+        inputs = inputs[:, None]
+        mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=mask.device)], 1)
+        position = position + 1
+    ids = torch.stack(tokens, 1)
+    alive_mask = torch.stack(alive, 1)
+    per_row = [[t for t, a in zip(row.tolist(), live.tolist()) if a] for row, live in zip(ids, alive_mask)]
+    texts = [decode(lm, row, extra) for row in per_row]
+    return Generation(per_row, texts, torch.stack(logprobs, 1), torch.stack(hiddens, 1), alive_mask.long())
+
+
+def decode(lm, ids: list[int], extra: ExtraTokens | None = None) -> str:
+    """Token ids to text; extra tokens appear by name ('[RET]')."""
+    vocab = lm.model.get_input_embeddings().num_embeddings
+    words, run = [], []
+    for t in ids:
+        if t >= vocab and extra is not None:
+            words.append(lm.tokenizer.decode(run, skip_special_tokens=True))
+            words.append(extra.names[t - vocab])
+            run = []
+        else:
+            run.append(t)
+    words.append(lm.tokenizer.decode(run, skip_special_tokens=True))
+    return " ".join(w for w in words if w)

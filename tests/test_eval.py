@@ -1,0 +1,69 @@
+"""Metrics checked against small cases computed by hand."""
+import math
+
+import pytest
+import torch
+
+from vlbridge import world
+from vlbridge.eval import attribute_counts, caption_scores, grounded_scores, mean_reciprocal_rank, ndcg, recall_at_k
+from vlbridge.world.scene import Scene, WorldObject
+
+RED_CIRCLE_TOP_LEFT = WorldObject("circle", "red", "large", 0, 0)
+BLUE_SQUARE_CENTER = WorldObject("square", "blue", "small", 1, 1)
+SCENE = Scene((RED_CIRCLE_TOP_LEFT, BLUE_SQUARE_CENTER))
+
+
+def test_recall_counts_any_relevant_candidate_and_ties_count_against():
+    sim = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.2, 0.1], [0.1, 0.3, 0.8]])
+    relevant = torch.tensor([[False, False, True], [False, True, False], [True, False, True]])
+    # query 0: relevant at rank 2; query 1: tied with an irrelevant one -> rank 2; query 2: rank 1
+    assert recall_at_k(sim, relevant, ks=(1, 2)) == {1: pytest.approx(1 / 3), 2: pytest.approx(1.0)}
+    assert mean_reciprocal_rank(sim, relevant) == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    with pytest.raises(ValueError, match="at least one relevant"):
+        recall_at_k(sim, torch.zeros(3, 3, dtype=torch.bool))
+
+
+def test_ndcg_matches_the_formula():
+    sim = torch.tensor([[0.3, 0.2, 0.1]])
+    relevance = torch.tensor([[0.0, 1.0, 1.0]])
+    dcg = 1 / math.log2(3) + 1 / math.log2(4)
+    ideal = 1 / math.log2(2) + 1 / math.log2(3)
+    assert ndcg(sim, relevance) == pytest.approx(dcg / ideal)
+
+
+def test_grounded_scores_of_exact_partial_and_wrong_captions():
+    exact = "there is a big red circle at the top left and a small blue square in the center ."
+    assert attribute_counts(exact, SCENE).f1 == 1.0
+    wrong_colour = "a large green circle at the top left ."  # 3 of 4 attributes right; 1 of 2 objects
+    counts = attribute_counts(wrong_colour, SCENE)
+    assert (counts.agreed, counts.claimed, counts.true) == (3, 4, 8)
+    partial = "a square"  # states only a shape, and it is right
+    counts = attribute_counts(partial, SCENE)
+    assert (counts.agreed, counts.claimed, counts.true) == (1, 1, 8)
+    assert grounded_scores([exact, partial], [SCENE, SCENE]) == pytest.approx(
+        {"precision": 9 / 9, "recall": 9 / 16, "f1": 2 * (9 / 16) / (1 + 9 / 16)})
+
+
+def test_claims_are_matched_to_distinct_objects():
+    twice = "a large red circle at the top left and a large red circle at the top left ."
+    counts = attribute_counts(twice, SCENE)
+    assert (counts.agreed, counts.claimed) == (4 + 0, 8)  # the second claim cannot reuse the circle
+
+
+def test_scoring_can_leave_out_attributes_a_modality_cannot_carry():
+    caption = "a large green circle at the top left ."
+    counts = attribute_counts(caption, SCENE, attributes=("shape", "size", "position"))
+    assert (counts.agreed, counts.claimed, counts.true) == (3, 3, 6)
+    with pytest.raises(ValueError, match="unknown attributes"):
+        attribute_counts(caption, SCENE, attributes=("texture",))
+
+
+def test_caption_scores_are_perfect_for_a_reference_and_lower_otherwise():
+    scene = world.sample_scene(3)
+    refs = [world.caption(scene, world.scene_rng(3, 100 + k)) for k in range(5)]
+    perfect = caption_scores([refs[0]], [refs])
+    assert perfect["bleu4"] == pytest.approx(1.0, abs=1e-6) and perfect["rouge_l"] == pytest.approx(1.0)
+    worse = caption_scores(["a small green triangle at the bottom ."], [refs])
+    assert worse["bleu4"] < 0.5 and worse["rouge_l"] < perfect["rouge_l"]
+    with pytest.raises(ValueError, match="one list of references per candidate"):
+        caption_scores(["x"], [])
