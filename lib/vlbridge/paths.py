@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -75,21 +74,6 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 def atomic_write_json(path: Path, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-@contextmanager
-def staged_dir(final: Path):
-    """Yields an empty sibling folder to fill; on success it replaces `final` in one rename
-    (an existing `final` is moved aside first and removed after); on failure it is deleted."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.staging-"))
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    replace_path(stage, final)
 
 
 def replace_path(new: Path, final: Path) -> None:

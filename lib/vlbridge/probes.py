@@ -6,7 +6,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import bridge as br
 from . import world
+from .repro import generator
 from .world.grammar import is_caption
 
 CAPTION_OPENERS = ("there is", "this picture shows", "we can see", "an image of")
@@ -32,25 +34,16 @@ def sequence_nll(lm, texts: list[str], batch_size: int = 128) -> tuple[np.ndarra
     return np.concatenate(totals), np.concatenate(counts)
 
 
-@torch.no_grad()
 def generate(lm, prompts: list[str], max_new_tokens: int, sample: bool, seed: int = 0,
              stop_at: str = ".", batch_size: int = 64) -> list[str]:
-    """Continue each prompt (after <bos>), greedily or by sampling at temperature 1, up to `stop_at`;
-    prompts are batched, left-padded, with the KV cache."""
-    tok = lm.tokenizer
-    torch.manual_seed(seed)
-    stops = [tok.convert_tokens_to_ids(stop_at), tok.eos_token_id]
+    """Continue each text prompt (after <bos>), greedily or by sampling at temperature 1, up to
+    `stop_at`, in left-padded batches with the KV cache (the bridge's generation)."""
+    rng = generator(seed, "probe-sampling")
     outputs = []
     for i in range(0, len(prompts), batch_size):
-        ids = [[tok.bos_token_id] + tok(p, add_special_tokens=False).input_ids for p in prompts[i:i + batch_size]]
-        width = max(len(x) for x in ids)
-        input_ids = torch.tensor([[tok.pad_token_id] * (width - len(x)) + x for x in ids], device=lm.model.device)
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=lm.model.device)
-        out = lm.model.generate(
-            input_ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=sample,
-            temperature=1.0 if sample else None, top_k=0 if sample else None, top_p=None,
-            eos_token_id=stops, pad_token_id=tok.pad_token_id)
-        outputs += [tok.decode(row[width:], skip_special_tokens=True) for row in out]
+        batch = br.assemble(lm, [[br.Text(p)] for p in prompts[i:i + batch_size]], pad_left=True)
+        outputs += br.generate(lm, batch, max_new_tokens, temperature=1.0 if sample else 0.0, stop=(stop_at,),
+                               generator=rng).texts
     return outputs
 
 

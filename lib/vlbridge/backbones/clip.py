@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from ..repro import generator, numpy_rng
+from ..training import adamw, train_loop
 from ..world import COLOUR_NAMES, SHAPES, SIZES, render_array, scenes
 from .corpus import clip_text
 from .freeze import freeze
 from .lm import BackboneNotFoundError
 from .tokenizer import fast_token_ids
-from .training import adamw, train_loop
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation, kept for familiarity
 STD = (0.26862954, 0.26130258, 0.27577711)

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from ..repro import generator, progress_enabled
+from ..training import adamw, train_loop
 from .corpus import lm_documents
 from .freeze import freeze
-from .training import adamw, train_loop
 
 
 class BackboneNotFoundError(FileNotFoundError):

@@ -15,17 +15,16 @@ the paper does, so the model also sees interleaved sequences.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .. import bridge as br
 from ..bridge import Embeds, Text
-from ..repro import generator, progress_enabled
+from ..repro import generator
+from ..training import adamw, train_loop
 
 RET = "[RET]"
 
@@ -142,37 +141,22 @@ class Fromage(nn.Module):
         losses["total"] = losses["caption"] + losses["ret_text"] + losses["contrastive"]
         return losses
 
-    def fit(self, image_embeddings: torch.Tensor, caption_fn, log_every: int = 1) -> dict:
+    def fit(self, image_embeddings: torch.Tensor, caption_fn) -> dict:
         """Train on frozen CLIP embeddings [N, d_clip] (computed once, before training) and captions
         drawn by caption_fn(index, step) -> str. Returns the training log."""
         cfg = self.config
         order = generator(cfg.seed, "fromage-batches")
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        log = {k: [] for k in ("caption", "ret_text", "contrastive", "total")}
-        start = time.time()
-        self.train()
-        for step in tqdm(range(cfg.steps), desc="FROMAGe", disable=not progress_enabled(), mininterval=2.0):
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) * _cosine(step, cfg.steps)
+
+        def loss_fn(step: int) -> dict:
             idx = torch.randint(len(image_embeddings), (cfg.batch_size,), generator=order).tolist()
             two = torch.rand(cfg.batch_size, generator=order) < cfg.interleaved
             partner = torch.randint(len(image_embeddings), (cfg.batch_size,), generator=order).tolist()
             pairs = [(i, j) if t else (i,) for i, j, t in zip(idx, partner, two.tolist())]
             captions = {i: caption_fn(i, step) for example in pairs for i in example}
-            losses = self.losses(image_embeddings, captions, pairs)
-            if not torch.isfinite(losses["total"]):
-                raise FloatingPointError(f"FROMAGe loss became {losses['total'].item()} at step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            if step % log_every == 0:
-                for k in log:
-                    log[k].append(round(losses[k].item(), 6))
-        self.eval()
-        log["seconds"] = round(time.time() - start, 2)
-        return log
+            return self.losses(image_embeddings, captions, pairs)
+
+        optimizer = adamw(self.parameters(), cfg.lr, cfg.weight_decay)
+        return train_loop(self, optimizer, cfg.steps, cfg.warmup_steps, loss_fn, "FROMAGe")
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -219,7 +203,3 @@ class Fromage(nn.Module):
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-
-def _cosine(step: int, total: int) -> float:
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))

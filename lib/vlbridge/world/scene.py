@@ -84,23 +84,3 @@ def scenes(start: int, count: int, **kwargs) -> list[Scene]:
     """`count` scenes with consecutive seeds from `start`: a split is a seed range."""
     return [sample_scene(s, **kwargs) for s in range(start, start + count)]
 
-
-def minimal_pair(scene: Scene, rng: np.random.Generator) -> Scene:
-    """The scene with one attribute of one object changed (shape most often: the attribute a
-    contrastive model is least pushed to see, since random scenes rarely differ only in shape)."""
-    i = int(rng.integers(len(scene.objects)))
-    obj = scene.objects[i]
-    attribute = rng.choice(["shape", "colour", "size", "position"], p=[0.4, 0.2, 0.2, 0.2])
-    if attribute == "shape":
-        obj = replace(obj, shape=str(rng.choice([s for s in SHAPES if s != obj.shape])))
-    elif attribute == "colour":
-        obj = replace(obj, colour=str(rng.choice([c for c in COLOUR_NAMES if c != obj.colour])))
-    elif attribute == "size":
-        obj = replace(obj, size="small" if obj.size == "large" else "large")
-    else:
-        free = [p for p in POSITIONS if p not in scene.occupied()]
-        row, col = free[int(rng.integers(len(free)))]
-        obj = replace(obj, row=row, col=col)
-    objects = list(scene.objects)
-    objects[i] = obj
-    return scene.with_objects(objects)

@@ -1,4 +1,4 @@
-"""The small pieces every pretraining loop here shares: optimiser, schedule, a logged step."""
+"""The small pieces every training loop here shares: optimiser, schedule, a logged step."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from ..repro import progress_enabled
+from .repro import progress_enabled
 
 
 def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -27,22 +27,27 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
 
 
 def train_loop(model, optimizer, steps: int, warmup: int, loss_fn, desc: str, clip_grad: float = 1.0) -> dict:
-    """Run `steps` optimiser steps of loss_fn(step) -> scalar loss; returns the training log."""
+    """Run `steps` optimiser steps of loss_fn(step), which returns a scalar loss or a dict of named
+    losses whose "total" is optimised; every loss is logged each step. Returns the training log."""
     base = [g["lr"] for g in optimizer.param_groups]
-    losses = []
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    log = {}
     start = time.time()
     model.train()
     for step in tqdm(range(steps), desc=desc, disable=not progress_enabled(), mininterval=2.0):
         scale = warmup_cosine(step, steps, warmup)
         for group, lr in zip(optimizer.param_groups, base):
             group["lr"] = lr * scale
-        loss = loss_fn(step)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: loss became {loss.item()} at step {step}; lower the learning rate")
+        losses = loss_fn(step)
+        losses = losses if isinstance(losses, dict) else {"loss": losses}
+        total = losses.get("total", losses.get("loss"))
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"{desc}: loss became {total.item()} at step {step}; lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params, clip_grad)
         optimizer.step()
-        losses.append(round(loss.item(), 6))
+        for name, value in losses.items():
+            log.setdefault(name, []).append(round(value.item(), 6))
     model.eval()
-    return {"loss": losses, "seconds": round(time.time() - start, 2), "steps": steps}
+    return log | {"seconds": round(time.time() - start, 2), "steps": steps}
