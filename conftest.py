@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 
+from vlbridge import kernel_environment  # torch-free: the environment is set before torch loads
+
 REPO = Path(__file__).resolve().parent
 
 # Set before any kernel or torch starts (nbval's kernels inherit this environment).
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="vlbridge-tests-"))
 os.environ.setdefault("VLBRIDGE_CACHE", str(_SESSION_TMP / "cache"))
 os.environ["VLBRIDGE_RESULTS"] = str(_SESSION_TMP / "results")
-os.environ["VLBRIDGE_PROGRESS"] = "0"
 os.environ.setdefault("MPLCONFIGDIR", str(_SESSION_TMP / "mpl"))
-for _name, _value in {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "MKL_CBWR": "AVX2",
-                      "ONEDNN_MAX_CPU_ISA": "AVX2", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                      "TOKENIZERS_PARALLELISM": "false"}.items():
+for _name, _value in kernel_environment(threads=2).items():
     os.environ.setdefault(_name, _value)
+os.environ["VLBRIDGE_PROGRESS"] = "0"
 
 
 def pytest_sessionfinish(session, exitstatus):

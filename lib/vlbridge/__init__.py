@@ -7,13 +7,27 @@ path). Existing settings win: export HF_HUB_OFFLINE=0 to let transformers downlo
 """
 import os
 
-for _name, _value in {
+# The math libraries' code paths and offline Hugging Face: what every process of the book needs.
+PINNED_ENVIRONMENT = {
     "MKL_CBWR": "AVX2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
-}.items():
+}
+
+
+def kernel_environment(threads: int) -> dict[str, str]:
+    """What a chapter's kernel must see for a repeatable run (CONVENTIONS.md, determinism)."""
+    return PINNED_ENVIRONMENT | {
+        "PYTHONHASHSEED": "0",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "VLBRIDGE_PROGRESS": "0",  # a headless notebook records no progress bars in its outputs
+    }
+
+
+for _name, _value in PINNED_ENVIRONMENT.items():
     os.environ.setdefault(_name, _value)
 
 __version__ = "0.1.0"

@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import config
+from . import config, kernel_environment
 from .paths import atomic_write_json, replace_path, repo_root
 from .repro import progress_enabled
 
@@ -23,21 +23,6 @@ VERSIONED_PACKAGES = ("vlbridge", "torch", "torchvision", "transformers", "token
 
 class RunError(RuntimeError):
     """A chapter failed to execute; the message says which cell and where the failed notebook is."""
-
-
-def kernel_environment(threads: int) -> dict[str, str]:
-    """What the chapter's kernel must see for a repeatable run (CONVENTIONS.md, determinism)."""
-    return {
-        "PYTHONHASHSEED": "0",
-        "OMP_NUM_THREADS": str(threads),
-        "MKL_NUM_THREADS": str(threads),
-        "MKL_CBWR": "AVX2",
-        "ONEDNN_MAX_CPU_ISA": "AVX2",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "VLBRIDGE_PROGRESS": "0",  # a headless notebook records no progress bars in its outputs
-    }
 
 
 @contextmanager
