@@ -108,14 +108,14 @@ def test_frozen_backbones_stay_frozen_under_a_training_step_on_top(clip, lm):
 
 def test_real_architectures_load_from_local_folders(tmp_path):
     """A tiny random-init OPT and GPT-2, saved with save_pretrained, load through load_hf_lm."""
-    from transformers import GPT2Config, GPT2LMHeadModel, OPTConfig, OPTForCausalLM, PreTrainedTokenizerFast
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+    from tiny_models import tiny_opt
     from vlbridge.backbones.tokenizer import train_tokenizer
 
     tok = train_tokenizer(["a red circle at the top .", "a blue square ."])
     for name, model in (
-        ("opt", OPTForCausalLM(OPTConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, ffn_dim=32,
-                                         num_attention_heads=2, word_embed_proj_dim=16, max_position_embeddings=32))),
+        ("opt", tiny_opt(tok, hidden_size=16)),
         ("gpt2", GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=32))),
     ):
         model.save_pretrained(tmp_path / name)
@@ -158,3 +158,55 @@ def test_cache_key_follows_the_recipe_and_the_code(monkeypatch):
     assert cached_path("micro-lm", {**spec, "train": {**spec["train"], "steps": 41}}) != path
     monkeypatch.setattr(cache, "code_fingerprint", lambda: "edited-code")
     assert cached_path("micro-lm", spec) != path
+
+
+@pytest.mark.parametrize("shape, dtype, words", [
+    ((2, 32, 32, 4), "uint8", ["[2, 32, 32, 4]", "RGBA", "images[..., :3]"]),
+    ((2, 32, 32, 3), "float32", ["float32 [2, 32, 32, 3]", "(images * 255).round()"]),
+    ((32, 32, 3), "uint8", ["[32, 32, 3]", "add the batch dimension: images[None]"]),
+    ((2, 3, 32, 32), "uint8", ["[2, 3, 32, 32]", "channels first"]),
+    ((2, 32, 48, 3), "uint8", ["[2, 32, 48, 3]", "not square", "PIL images"]),
+    ((0, 32, 32, 3), "uint8", ["[0, 32, 32, 3]", "no images"]),
+    ((2, 32, 32, 3), "int64", ["int64", "uint8 0-255"]),
+])
+def test_bad_pixel_arrays_say_what_is_expected_and_what_was_given(clip, shape, dtype, words):
+    import numpy as np
+
+    for images in (np.zeros(shape, dtype=dtype), torch.from_numpy(np.zeros(shape, dtype=dtype))):
+        with pytest.raises(ValueError, match=r"images must be uint8 \[N, H, W, 3\] with H == W") as info:
+            clip.pixels(images)
+        for word in words:
+            assert word in str(info.value), str(info.value)
+
+
+def test_square_arrays_of_another_size_are_resized_and_tensors_equal_arrays(clip):
+    big = world.render_array(world.scenes(0, 3), 2 * clip.image_size)
+    pixels = clip.pixels(big)
+    assert pixels.shape == (3, 3, clip.image_size, clip.image_size)
+    assert torch.equal(clip.pixels(torch.from_numpy(big)), pixels)
+    small = clip.pixels(world.render_array(world.scenes(0, 3), clip.image_size))
+    assert (pixels - small).abs().mean() < 0.1 * small.abs().mean()  # the same scenes, rendered at another size
+
+
+def test_pil_images_must_be_rgb_and_a_list_must_hold_images(clip):
+    rgb = world.render(world.scenes(0, 1)[0], 48)  # PIL, any size: CLIP's preprocess resizes and crops
+    assert clip.pixels([rgb, rgb]).shape == (2, 3, clip.image_size, clip.image_size)
+    assert clip.encode_images([rgb]).shape == (1, clip.embed_dim)
+    for mode in ("L", "RGBA"):
+        with pytest.raises(ValueError, match=rf"image 1 has mode '{mode}': use image.convert\('RGB'\)"):
+            clip.pixels([rgb, rgb.convert(mode)])
+    with pytest.raises(ValueError, match="no images"):
+        clip.pixels([])
+    with pytest.raises(ValueError, match="item 0 is ndarray; stack arrays"):
+        clip.pixels([world.render_array(world.scenes(0, 1), 32)[0]])
+
+
+def test_empty_or_non_text_inputs_to_encode_texts_name_the_index(clip):
+    with pytest.raises(ValueError, match=r"texts\[1\] is empty \(''\)"):
+        clip.encode_texts(["a red circle", "", "a blue square"])
+    with pytest.raises(ValueError, match=r"texts\[0\] is empty"):
+        clip.encode_texts(["  "])
+    with pytest.raises(ValueError, match=r"texts\[1\] is NoneType, not str"):
+        clip.encode_texts(["a red circle", None])
+    with pytest.raises(ValueError, match=r"got one str \('a red circle'\); wrap it: \[text\]"):
+        clip.encode_texts("a red circle")

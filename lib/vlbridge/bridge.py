@@ -167,10 +167,11 @@ def assemble(lm, sequences: list[list], bos: bool = True, pad_left: bool = False
 
 
 def forward(lm, batch: Batch, extra: ExtraTokens | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Final hidden states [B, T, d] and next-token logits [B, T, V (+ extra)] of the frozen LM."""
+    """Final hidden states [B, T, d] and next-token logits [B, T, V (+ extra)] of the frozen LM, both
+    float32 whatever the LM's dtype (so float32 heads and extra tokens work on a bf16 LM)."""
     out = lm.model(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
                    position_ids=batch.position_ids, output_hidden_states=True)
-    hidden, logits = out.hidden_states[-1], out.logits
+    hidden, logits = out.hidden_states[-1].float(), out.logits.float()
     if extra is not None:
         logits = torch.cat([logits, extra.logits(hidden)], -1)
     return hidden, logits
@@ -223,7 +224,7 @@ def generate(lm, batch: Batch, max_new_tokens: int, temperature: float = 0.0, st
                        position_ids=batch.position_ids if cache is None else position,
                        past_key_values=cache, use_cache=True, output_hidden_states=True)
         cache = out.past_key_values
-        hidden = out.hidden_states[-1][:, -1]
+        hidden = out.hidden_states[-1][:, -1].float()
         logits = out.logits[:, -1].float()
         if extra is not None:
             logits = torch.cat([logits, extra.logits(hidden).float()], -1)
@@ -244,7 +245,7 @@ def generate(lm, batch: Batch, max_new_tokens: int, temperature: float = 0.0, st
         is_extra = choice >= vocab
         inputs = embedding(choice.clamp(max=vocab - 1))
         if extra is not None and is_extra.any():
-            inputs = torch.where(is_extra[:, None], extra.input[(choice - vocab).clamp(min=0)], inputs)
+            inputs = torch.where(is_extra[:, None], extra.input[(choice - vocab).clamp(min=0)].to(inputs.dtype), inputs)
         inputs = inputs[:, None]
         mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=mask.device)], 1)
         position = position + 1

@@ -7,11 +7,14 @@ cached under a hash of the recipe, and then loaded through exactly the same code
     load_clip("local-dir:/models/clip")
     load_lm("micro-lm")
     load_lm("facebook/opt-6.7b")       # HF name (from the local cache) or a local folder
+    load_lm("facebook/opt-6.7b", "cuda", dtype="bfloat16")   # float32 (default) | bfloat16 | float16
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import torch
 
 from .cache import build_cached, cached_path
 from .clip import FrozenCLIP, load_open_clip, pretrain_micro_clip
@@ -64,16 +67,30 @@ def _built(name: str, device: str) -> Path | None:
     return build_cached(spec["kind"], keyed, lambda folder: pretrain(spec, tokenizer, folder, device))
 
 
-def load_clip(name: str, device: str = "cpu") -> FrozenCLIP:
+# Weight precisions a profile may ask for: torch dtypes for the LM, open_clip's precision names for
+# CLIP ("bf16" there is OpenAI's mixed precision: matrices in bf16, layer norms in fp32).
+DTYPES = ("float32", "bfloat16", "float16")
+_OPEN_CLIP_PRECISION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def _checked_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return dtype
+
+
+def load_clip(name: str, device: str = "cpu", dtype: str = "float32") -> FrozenCLIP:
+    precision = _OPEN_CLIP_PRECISION[_checked_dtype(dtype)]
     folder = _built(name, device)
-    clip = load_open_clip(f"local-dir:{folder}" if folder else name, device=device)
+    clip = load_open_clip(f"local-dir:{folder}" if folder else name, device=device, precision=precision)
     clip.name = name
     return clip
 
 
-def load_lm(name: str, device: str = "cpu") -> FrozenLM:
+def load_lm(name: str, device: str = "cpu", dtype: str = "float32") -> FrozenLM:
+    torch_dtype = getattr(torch, _checked_dtype(dtype))
     folder = _built(name, device)
-    lm = load_hf_lm(str(folder) if folder else name)
+    lm = load_hf_lm(str(folder) if folder else name, dtype=torch_dtype)
     lm.model.to(device)
     lm.name = name
     return lm
@@ -85,6 +102,6 @@ def training_log(name: str, device: str = "cpu") -> dict:
 
 
 __all__ = [
-    "BackboneNotFoundError", "FrozenCLIP", "FrozenLM", "builtin_recipes", "cached_path", "freeze", "is_frozen",
-    "load_clip", "load_lm", "micro_tokenizer", "recipe", "training_log",
+    "DTYPES", "BackboneNotFoundError", "FrozenCLIP", "FrozenLM", "builtin_recipes", "cached_path", "freeze",
+    "is_frozen", "load_clip", "load_lm", "micro_tokenizer", "recipe", "training_log",
 ]

@@ -25,10 +25,45 @@ MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation, kept 
 STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+def _pixel_array_problem(shape: tuple, is_float: bool, is_uint8: bool) -> str:
+    """What is wrong with an image batch of this shape and dtype ('' if nothing), and how to fix it."""
+    if len(shape) == 3 and shape[-1] in (1, 3, 4):
+        return "a single image? add the batch dimension: images[None]"
+    if len(shape) != 4:
+        return f"{len(shape)} dimensions, not 4"
+    if shape[0] == 0:
+        return "no images"
+    if shape[-1] != 3:
+        hints = {4: "RGBA? drop (or composite) the alpha channel: images[..., :3]",
+                 1: "greyscale? repeat it to 3 channels"}
+        channels_first = shape[1] == 3 and "channels first? move them last: images.permute(0, 2, 3, 1)"
+        return hints.get(shape[-1]) or channels_first or f"{shape[-1]} channels, not 3"
+    if shape[1] != shape[2]:
+        return "not square: crop the images, or pass PIL images, which CLIP's preprocess resizes and centre-crops"
+    if is_float:
+        return "floats? values in [0, 1] become uint8 with (images * 255).round()"
+    if not is_uint8:
+        return "values must be uint8 0-255"
+    return ""
+
+
 def normalise_pixels(images, size: int, mean=MEAN, std=STD) -> torch.Tensor:
-    """uint8 [N, H, W, 3] -> float [N, 3, size, size], resized if needed and normalised."""
-    x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float() / 255.0
-    if x.shape[-1] != size:
+    """uint8 [N, H, W, 3] (RGB, channels last; array or tensor) -> float [N, 3, size, size], normalised.
+    Square images of another size are resized (bicubic) to size x size; anything else — another dtype,
+    another number of channels, non-square images, a missing batch dimension, no images — is a
+    ValueError that says what was expected and what was given."""
+    if isinstance(images, torch.Tensor):
+        x = images.detach().cpu()
+        is_float, is_uint8 = x.is_floating_point(), x.dtype == torch.uint8
+    else:
+        x = np.asarray(images)
+        is_float, is_uint8 = np.issubdtype(x.dtype, np.floating), x.dtype == np.uint8
+    problem = _pixel_array_problem(tuple(x.shape), is_float, is_uint8)
+    if problem:
+        raise ValueError(f"images must be uint8 [N, H, W, 3] with H == W (resized to {size}x{size}), got "
+                         f"{type(images).__name__} {x.dtype} {list(x.shape)}: {problem}")
+    x = torch.as_tensor(x).permute(0, 3, 1, 2).float() / 255.0
+    if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
     return (x - torch.as_tensor(mean).view(1, 3, 1, 1)) / torch.as_tensor(std).view(1, 3, 1, 1)
 
@@ -55,16 +90,55 @@ class FrozenCLIP:
         return next(self.model.parameters()).device
 
     def pixels(self, images) -> torch.Tensor:
-        """uint8 images [N, H, W, 3] (array or tensor) or a list of PIL images -> normalised [N, 3, S, S]."""
-        if isinstance(images, list):
+        """uint8 images [N, H, W, 3] (array or tensor; square, resized to the model's image_size if
+        another size: see normalise_pixels) or a list of RGB PIL images (any size: CLIP's preprocess
+        resizes and centre-crops them) -> normalised [N, 3, S, S]. Anything else is a ValueError: other
+        PIL modes ("L", "RGBA": convert('RGB') first), other dtypes or channels, no images."""
+        if isinstance(images, (list, tuple)):
+            from PIL import Image
+
+            if not images:
+                raise ValueError("pixels got no images (an empty list)")
+            for i, im in enumerate(images):
+                if not isinstance(im, Image.Image):
+                    raise ValueError(f"a list of images must hold PIL images, but item {i} is {type(im).__name__}; "
+                                     "stack arrays into one uint8 [N, H, W, 3] array instead")
+                if im.mode != "RGB":
+                    raise ValueError(f"PIL images must be RGB, but image {i} has mode {im.mode!r}: "
+                                     "use image.convert('RGB')")
             return torch.stack([self.preprocess(im) for im in images])
         return normalise_pixels(images, self.image_size, self.mean, self.std)
 
+    def _batches(self, images, batch_size: int):
+        """Normalised pixel batches on the model's device, in the vision tower's dtype."""
+        if len(images) == 0:
+            raise ValueError("got no images to encode")
+        stem = getattr(self.model.visual, "conv1", None)  # open_clip's ViTs and ResNets; timm towers are uniform
+        dtype = (stem.weight if stem is not None else next(self.model.visual.parameters())).dtype
+        for i in range(0, len(images), batch_size):
+            yield self.pixels(images[i:i + batch_size]).to(self.device, dtype)
+
     @torch.no_grad()
     def encode_images(self, images, batch_size: int = 512) -> torch.Tensor:
-        out = [self.model.encode_image(self.pixels(images[i:i + batch_size]).to(self.device), normalize=True)
-               for i in range(0, len(images), batch_size)]
+        """[N, embed_dim] float32 on CPU, whatever the model's precision."""
+        out = [self.model.encode_image(x, normalize=True) for x in self._batches(images, batch_size)]
         return torch.cat(out).float().cpu()
+
+    @torch.no_grad()
+    def encode_patches(self, images, min_grid: int = 4, batch_size: int = 512) -> torch.Tensor:
+        """Patch tokens [N, P, C], each L2-normalised, float32 on CPU: the last feature map of the
+        vision tower with at least min_grid x min_grid cells, row-major. For a ViT that is its final
+        patch grid; for a ResNet, whose last stage is 1x1 on small images (where "where" is gone),
+        an earlier stage's map."""
+        out = []
+        for x in self._batches(images, batch_size):
+            maps = self.model.visual.forward_intermediates(x, intermediates_only=True)["image_intermediates"]
+            spatial = [m for m in maps if min(m.shape[-2:]) >= min_grid]
+            if not spatial:
+                sizes = ", ".join(f"{m.shape[-2]}x{m.shape[-1]}" for m in maps)
+                raise ValueError(f"{self.name}: no feature map has {min_grid}x{min_grid} cells (maps: {sizes})")
+            out.append(F.normalize(spatial[-1].flatten(2).transpose(1, 2).float(), dim=-1).cpu())
+        return torch.cat(out)
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         inner = getattr(self.tokenizer, "tokenizer", None)  # open_clip's HFTokenizer wraps a transformers one
@@ -74,8 +148,15 @@ class FrozenCLIP:
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch_size: int = 512) -> torch.Tensor:
+        if isinstance(texts, str):
+            raise ValueError(f"encode_texts takes a list of texts, got one str ({texts[:40]!r}); wrap it: [text]")
         if not texts:
             raise ValueError("encode_texts got no texts")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ValueError(f"encode_texts: texts[{i}] is {type(text).__name__}, not str")
+            if not text.strip():
+                raise ValueError(f"encode_texts: texts[{i}] is empty ({text!r}); CLIP has nothing to embed")
         out = [self.model.encode_text(self.tokenize(texts[i:i + batch_size]).to(self.device), normalize=True)
                for i in range(0, len(texts), batch_size)]
         return torch.cat(out).float().cpu()
