@@ -34,6 +34,16 @@ def test_parser_recovers_every_object_of_every_caption_and_style():
             assert world.parse(text).objects == scene.keys, text
 
 
+def test_canonical_caption_is_a_function_of_the_scene_and_parses_back():
+    for scene in world.scenes(0, 2000):
+        text = world.canonical_caption(scene)
+        assert is_caption(text)
+        claims = world.parse(text).claims
+        assert {(c.shape, c.colour, c.size, c.row, c.col) for c in claims} == scene.keys
+        assert [(c.row, c.col) for c in claims] == sorted((c.row, c.col) for c in claims)  # reading order
+        assert world.canonical_caption(scene.with_objects(reversed(scene.objects))) == text
+
+
 def test_every_caption_template_is_used_and_parsed():
     texts = [world.caption(s, world.scene_rng(s.seed, 1)) for s in SCENES[:2000]]
     openers = {t.split(" a ")[0] for t in texts}

@@ -1,5 +1,5 @@
 """The microworld: seeded scenes whose truth is known exactly, with images, sounds and language."""
-from .language import caption, object_phrase, reference, style_prompt, styled_caption
+from .language import canonical_caption, caption, object_phrase, reference, style_prompt, styled_caption
 from .narrative import VQA_KINDS, Dialogue, Story, VQAItem, dialogue, story, vqa_item, vqa_prompt
 from .parser import Claim, Parse, parse
 from .render import render, render_array
@@ -9,7 +9,7 @@ from .vocab import COLOUR_NAMES, SHAPES, SIZES, STYLES
 
 __all__ = [
     "COLOUR_NAMES", "Claim", "Dialogue", "HELDOUT_START", "Parse", "SAMPLE_RATE", "SHAPES", "SIZES", "STYLES",
-    "Scene", "Story", "TEST_START", "VQAItem", "VQA_KINDS", "WorldObject", "caption", "dialogue", "log_mel",
-    "object_phrase", "parse", "reference", "render", "render_array", "render_sound", "sample_scene",
+    "Scene", "Story", "TEST_START", "VQAItem", "VQA_KINDS", "WorldObject", "canonical_caption", "caption", "dialogue",
+    "log_mel", "object_phrase", "parse", "reference", "render", "render_array", "render_sound", "sample_scene",
     "scene_rng", "scenes", "story", "style_prompt", "styled_caption", "vqa_item", "vqa_prompt",
 ]

@@ -97,6 +97,14 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
     return template.format(objects=object_list(scene, rng), count=count_phrase(len(scene.objects)))
 
 
+def canonical_caption(scene: Scene) -> str:
+    """The scene's one caption in canonical form: 'there is', the objects in reading order (top left
+    first), the first word of every synonym set and 'at'. Its wording is a function of the scene alone."""
+    objects = sorted(scene.objects, key=lambda o: (o.row, o.col))
+    return "there is " + join([f"a {SIZE_WORDS[o.size][0]} {o.colour} {o.shape} at the {o.position}"
+                               for o in objects]) + " ."
+
+
 def styled_caption(scene: Scene, style: str, rng: np.random.Generator) -> str:
     if style not in STYLE_TEMPLATES:
         raise ValueError(f"unknown style {style!r}; styles are {', '.join(STYLES)}")
