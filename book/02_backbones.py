@@ -9,11 +9,12 @@
 # GPT-J, pretrained on the web. Here they are tiny stand-ins pretrained on the microworld, by the same
 # recipes in miniature, and then frozen:
 #
-# - **CLIP**: an open_clip model built from a custom config (a 2-layer ViT on 32x32 images, a 2-layer
-#   text transformer), trained contrastively on rendered scenes and texts about them — full captions,
-#   styled captions, and partial ones (*there is a red circle*), since real CLIP also learns from
-#   captions that mention only part of a picture. It is saved in open_clip's own folder format and
-#   loaded back through open_clip's `local-dir:` loader, the same path a real checkpoint takes.
+# - **CLIP**: an open_clip model built from a custom config (a small ResNet image tower — open_clip's
+#   ModifiedResNet — on 32x32 images, a 2-layer text transformer), trained contrastively on rendered
+#   scenes and texts about them — full captions, styled captions, and partial ones (*there is a red
+#   circle*), since real CLIP also learns from captions that mention only part of a picture. It is
+#   saved in open_clip's own folder format and loaded back through open_clip's `local-dir:` loader,
+#   the same path a real checkpoint takes.
 # - **Language model**: a two-layer decoder-only transformer in the Llama layout (rotary positions,
 #   which let the circuits that copy from context form within a CPU budget), with its own word-level
 #   tokenizer (trained with `tokenizers`), trained on microworld **text only** — it never sees an

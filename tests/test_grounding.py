@@ -1,9 +1,12 @@
-"""FROMAGe's training step and inference API on the smoke backbones (the chapter that evaluates it
-is still to come: see the notes on the Grounding issue)."""
+"""FROMAGe's training step and inference API on the smoke backbones (chapter 03 measures it)."""
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
 
 from vlbridge import backbones, world
+from vlbridge.checkpoint import CheckpointError
 from vlbridge.methods.grounding import RET, Fromage, FromageConfig
 
 
@@ -11,9 +14,9 @@ from vlbridge.methods.grounding import RET, Fromage, FromageConfig
 def trained():
     clip, lm = backbones.load_clip("micro-clip-smoke"), backbones.load_lm("micro-lm-smoke")
     pool = world.scenes(0, 64)
-    embeddings = clip.encode_images(world.render_array(pool, clip.image_size))
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
-    model = Fromage(clip.embed_dim, lm, FromageConfig(steps=30, batch_size=16, lr=1e-2))
+    model = Fromage(clip, lm, FromageConfig(steps=30, batch_size=16, lr=1e-2, image_input="patches"))
+    embeddings = model.features(world.render_array(pool, clip.image_size))
     log = model.fit(embeddings, lambda i, step: world.caption(pool[i], world.scene_rng(pool[i].seed, step)))
     return model, lm, embeddings, log, before
 
@@ -36,14 +39,50 @@ def test_inference_api_captions_retrieves_and_interleaves(trained):
     assert torch.allclose(queries.norm(dim=1), torch.ones(2), atol=1e-5)
     pieces = model.generate_interleaved(["a picture :", embeddings[1]], embeddings[:8], max_new_tokens=8)
     assert all(isinstance(p, str) or 0 <= p < 8 for p in pieces)
-    with pytest.raises(TypeError, match="interleaved inputs are str or CLIP embeddings"):
+    with pytest.raises(ValueError, match=r"image features must be \[N, "):
         model.text_retrieval([["text", torch.zeros(3)]])
+    with pytest.raises(TypeError, match="item 1 is int"):
+        model.text_retrieval([["text", 3]])
+    with pytest.raises(ValueError, match="item 0 is an empty string"):
+        model.text_retrieval([""])
 
 
 def test_without_ret_retrieval_reads_the_last_text_token(trained):
     model, lm, embeddings, _, _ = trained
-    ablation = Fromage(model.clip_dim, lm, FromageConfig(use_ret=False))
+    ablation = Fromage(model.clip, lm, FromageConfig(use_ret=False, image_input="patches"))
     assert ablation.text_retrieval(["a red circle ."]).shape == (1, ablation.config.retrieval_dim)
     with pytest.raises(ValueError, match="must end with text"):
         ablation.text_retrieval([["a picture", embeddings[0]]])
     assert RET in model.extra.names
+
+
+def test_only_the_bridge_receives_gradients_and_clip_stays_bit_identical(trained):
+    model, lm, features, _, _ = trained
+    clip_before = {k: v.clone() for k, v in model.clip.model.state_dict().items()}
+    captions = {i: world.canonical_caption(s) for i, s in enumerate(world.scenes(0, 4))}
+    model.zero_grad()
+    model.losses(features, captions, [(0,), (1, 2), (3,)])["total"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert all(p.grad is None for p in [*lm.model.parameters(), *model.clip.model.parameters()])
+    assert all(torch.equal(clip_before[k], v) for k, v in model.clip.model.state_dict().items())
+
+
+def test_captions_from_images_equal_captions_from_their_features(trained):
+    model, _, _, _, _ = trained
+    images = world.render_array(world.scenes(world.HELDOUT_START, 3), model.clip.image_size)
+    assert model.caption(images) == model.caption(model.features(images))
+    with pytest.raises(ValueError, match="PIL images must be RGB"):
+        model.caption([world.render(world.sample_scene(0)).convert("L")])
+    with pytest.raises(ValueError, match="4 channels|RGBA"):
+        model.caption(np.zeros((2, 32, 32, 4), dtype=np.uint8))
+
+
+def test_a_saved_bridge_reloads_identically_and_only_on_its_backbones(trained, tmp_path):
+    model, lm, features, _, _ = trained
+    model.save(tmp_path)
+    reloaded = Fromage.load(tmp_path, model.clip, lm)
+    assert reloaded.config == model.config
+    assert reloaded.caption(features[:4]) == model.caption(features[:4])
+    assert torch.equal(reloaded.text_retrieval(["a red circle ."]), model.text_retrieval(["a red circle ."]))
+    with pytest.raises(CheckpointError, match="trained on lm 'micro-lm-smoke', not 'micro-lm'"):
+        Fromage.load(tmp_path, model.clip, replace(lm, name="micro-lm"))

@@ -11,17 +11,24 @@ Losses: captioning cross-entropy with the image tokens before the caption; cross
 "caption [RET]" (so the LM learns when to retrieve); and a symmetric InfoNCE between the [RET]
 embedding and the image embedding. Half of the examples concatenate two image-caption pairs, as
 the paper does, so the model also sees interleaved sequences.
+
+What the LM is shown of an image is the CLIP embedding (`image_input="embedding"`, the paper), or
+that embedding followed by CLIP's patch tokens (`"patches"`): a pooled embedding keeps *what* is in a
+picture better than *where* (chapter 3 measures it). Retrieval always uses the CLIP embedding.
+Features are computed once by the frozen CLIP (`features`) and reused by every step.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import bridge as br
+from .. import checkpoint
 from ..bridge import Embeds, Text
 from ..repro import generator
 from ..training import adamw, train_loop
@@ -32,49 +39,87 @@ RET = "[RET]"
 @dataclass
 class FromageConfig:
     image_tokens: int = 4  # k: LM input embeddings per image
+    image_input: str = "embedding"  # what the bridge reads: the CLIP "embedding", or it and its "patches"
     bridge: str = "linear"  # the paper's linear map, or "mlp"
     retrieval_dim: int = 128  # the shared retrieval space (the paper: 256)
     use_ret: bool = True  # False: retrieve from the last caption token's hidden state (ablation)
     interleaved: float = 0.5  # share of training examples made of two image-caption pairs
     steps: int = 400
-    batch_size: int = 64
+    batch_size: int = 64  # examples per step for the captioning loss
+    retrieval_batch_size: int | None = None  # examples per step for the retrieval losses (default: batch_size)
     lr: float = 3e-3
     weight_decay: float = 0.0
     warmup_steps: int = 20
     seed: int = 0
 
 
+IMAGE_INPUTS = ("embedding", "patches")
+
+
 class Fromage(nn.Module):
-    def __init__(self, clip_dim: int, lm, config: FromageConfig):
+    def __init__(self, clip, lm, config: FromageConfig):
         super().__init__()
-        self.config, self.clip_dim = config, clip_dim
-        self.lm = lm  # frozen; a plain attribute, so it is not part of this module's parameters
+        if config.image_input not in IMAGE_INPUTS:
+            raise ValueError(f"image_input must be one of {', '.join(IMAGE_INPUTS)}, got {config.image_input!r}")
+        self.config = config
+        self.clip, self.lm = clip, lm  # frozen; plain attributes, so not part of this module's parameters
+        self.clip_dim = clip.embed_dim
+        self.feature_dim = self.clip_dim
+        if config.image_input == "patches":
+            blank = np.zeros((1, clip.image_size, clip.image_size, 3), dtype=np.uint8)
+            self.feature_dim += clip.encode_patches(blank).numel()
         d = lm.embed_dim
-        self.image_to_lm = br.Bridge(clip_dim, d, config.image_tokens, config.bridge)
+        self.image_to_lm = br.Bridge(self.feature_dim, d, config.image_tokens, config.bridge)
         self.extra = br.ExtraTokens([RET], d, lm.model.get_input_embeddings().num_embeddings)
         self.text_to_retrieval = nn.Linear(d, config.retrieval_dim)
-        self.image_to_retrieval = nn.Linear(clip_dim, config.retrieval_dim)
+        self.image_to_retrieval = nn.Linear(self.clip_dim, config.retrieval_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
+    # ------------------------------------------------------------------ images
+    def features(self, images) -> torch.Tensor:
+        """What the model keeps of each image [N, feature_dim], computed once by the frozen CLIP:
+        its embedding, then (image_input="patches") its patch tokens, flattened."""
+        embedding = self.clip.encode_images(images)
+        if self.config.image_input == "embedding":
+            return embedding
+        return torch.cat([embedding, self.clip.encode_patches(images).flatten(1)], 1)
+
+    def as_features(self, images) -> torch.Tensor:
+        """Features [N, feature_dim] as they are, or computed from images (uint8 [N, H, W, 3] or PIL)."""
+        if isinstance(images, torch.Tensor) and images.is_floating_point():
+            if images.ndim != 2 or images.shape[1] != self.feature_dim:
+                raise ValueError(f"image features must be [N, {self.feature_dim}] (from Fromage.features), "
+                                 f"got {tuple(images.shape)}")
+            return images
+        return self.features(images)
+
     # ------------------------------------------------------------------ sequences
-    def image_segment(self, image_embedding: torch.Tensor) -> Embeds:
-        """One image (a CLIP embedding [d_clip]) as k LM input embeddings."""
-        return Embeds(self.image_to_lm(image_embedding[None])[0], tag="image")
+    def image_segment(self, features: torch.Tensor) -> Embeds:
+        """One image (its features [feature_dim]) as k LM input embeddings."""
+        return Embeds(self.image_to_lm(features[None])[0], tag="image")
 
     def ret_segment(self) -> Embeds:
         return Embeds(self.extra.embedding(RET), tag="ret", target=self.extra.id(RET))
 
     def to_segments(self, items, learn: bool = False) -> list:
-        """An interleaved list of str and CLIP image embeddings [d_clip] as bridge segments."""
+        """An interleaved list of str, images (uint8 [H, W, 3] or PIL) and image features
+        [feature_dim] as bridge segments."""
+        if isinstance(items, str) or not len(items):
+            raise ValueError("an interleaved input is a non-empty list of str and images")
         segments = []
-        for item in items:
+        for i, item in enumerate(items):
             if isinstance(item, str):
+                if not item.strip():
+                    raise ValueError(f"interleaved input item {i} is an empty string")
                 segments.append(Text(item, learn))
-            elif isinstance(item, torch.Tensor) and item.shape == (self.clip_dim,):
-                segments.append(self.image_segment(item))
+            elif isinstance(item, torch.Tensor) and item.is_floating_point():
+                segments.append(self.image_segment(self.as_features(item[None])[0]))
+            elif isinstance(item, np.ndarray) or type(item).__module__.startswith("PIL"):
+                image = [item] if not isinstance(item, np.ndarray) else item[None]
+                segments.append(self.image_segment(self.features(image)[0]))
             else:
-                raise TypeError(f"interleaved inputs are str or CLIP embeddings of shape ({self.clip_dim},), "
-                                f"got {type(item).__name__} {tuple(getattr(item, 'shape', ()))}")
+                raise TypeError(f"interleaved inputs are str, images or image features [{self.feature_dim}]; "
+                                f"item {i} is {type(item).__name__}")
         return segments
 
     def query_segments(self, items) -> list:
@@ -97,11 +142,14 @@ class Fromage(nn.Module):
         rows, cols = batch.positions("ret") if every else batch.last("ret")
         return F.normalize(self.text_to_retrieval(hidden[rows, cols]), dim=-1)
 
-    def image_retrieval(self, image_embeddings: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.image_to_retrieval(image_embeddings), dim=-1)
+    def image_retrieval(self, images) -> torch.Tensor:
+        """Retrieval embeddings [N, retrieval_dim] of images (or their features): from the CLIP embedding."""
+        return F.normalize(self.image_to_retrieval(self.as_features(images)[:, :self.clip_dim]), dim=-1)
 
     def text_retrieval(self, queries: list, batch_size: int = 256) -> torch.Tensor:
         """Retrieval embeddings of queries: each a str or an interleaved list of str and images."""
+        if isinstance(queries, str):
+            raise ValueError("text_retrieval takes a list of queries; wrap one query in a list")
         out = []
         with torch.no_grad():
             for i in range(0, len(queries), batch_size):
@@ -112,23 +160,29 @@ class Fromage(nn.Module):
         return torch.cat(out)
 
     # ------------------------------------------------------------------ training
-    def losses(self, image_embeddings: torch.Tensor, captions: dict[int, str], pairs: list[tuple[int, ...]]) -> dict:
-        """Losses on examples, each one or two (image, caption) pairs given by indices in `pairs`."""
+    def losses(self, features: torch.Tensor, captions: dict[int, str], pairs: list[tuple[int, ...]],
+               queries: dict[int, str] | None = None, captioned: int | None = None) -> dict:
+        """Losses on examples, each one or two (image, caption) pairs given by indices in `pairs`;
+        `queries` are the texts that retrieve each image (default: its caption). The retrieval losses
+        read every example, the captioning loss the first `captioned` (default: all): text-only
+        retrieval sequences are cheap, and contrastive learning gains from more negatives."""
+        queries = queries or captions
         caption_seqs, retrieval_seqs, targets = [], [], []
-        for example in pairs:
-            caption_seq, retrieval_seq = [], []
+        for n, example in enumerate(pairs):
+            if captioned is None or n < captioned:
+                caption_seqs.append([s for i in example for s in (self.image_segment(features[i]),
+                                                                   Text(captions[i], learn=True))])
+            retrieval_seq = []
             for i in example:
-                caption_seq += [self.image_segment(image_embeddings[i]), Text(captions[i], learn=True)]
-                retrieval_seq = self._end_query([*retrieval_seq, Text(captions[i], learn=True)])
+                retrieval_seq = self._end_query([*retrieval_seq, Text(queries[i], learn=True)])
                 targets.append(i)
-            caption_seqs.append(caption_seq)
             retrieval_seqs.append(retrieval_seq)
         caption_batch = br.assemble(self.lm, caption_seqs)
         _, caption_logits = br.forward(self.lm, caption_batch, self.extra)
         retrieval_batch = br.assemble(self.lm, retrieval_seqs)
         hidden, retrieval_logits = br.forward(self.lm, retrieval_batch, self.extra)
         text = self.retrieval_from_batch(hidden, retrieval_batch, every=True)
-        image = self.image_retrieval(image_embeddings[torch.tensor(targets)])
+        image = self.image_retrieval(features[torch.tensor(targets)])
         logits = self.logit_scale.exp().clamp(max=100.0) * text @ image.T
         # Two examples may show the same image: those pairs are positives too.
         index = torch.tensor(targets)
@@ -141,44 +195,70 @@ class Fromage(nn.Module):
         losses["total"] = losses["caption"] + losses["ret_text"] + losses["contrastive"]
         return losses
 
-    def fit(self, image_embeddings: torch.Tensor, caption_fn) -> dict:
-        """Train on frozen CLIP embeddings [N, d_clip] (computed once, before training) and captions
-        drawn by caption_fn(index, step) -> str. Returns the training log."""
+    def fit(self, features: torch.Tensor, caption_fn, query_fn=None) -> dict:
+        """Train on image features [N, feature_dim] (from `features`: computed once, before training)
+        and captions drawn by caption_fn(index, step) -> str; query_fn(index, step) -> str, if given,
+        draws the texts that learn to retrieve each image (else they are the captions). Returns the
+        training log."""
         cfg = self.config
         order = generator(cfg.seed, "fromage-batches")
 
+        examples = max(cfg.batch_size, cfg.retrieval_batch_size or cfg.batch_size)
+
         def loss_fn(step: int) -> dict:
-            idx = torch.randint(len(image_embeddings), (cfg.batch_size,), generator=order).tolist()
-            two = torch.rand(cfg.batch_size, generator=order) < cfg.interleaved
-            partner = torch.randint(len(image_embeddings), (cfg.batch_size,), generator=order).tolist()
+            idx = torch.randint(len(features), (examples,), generator=order).tolist()
+            two = torch.rand(examples, generator=order) < cfg.interleaved
+            partner = torch.randint(len(features), (examples,), generator=order).tolist()
             pairs = [(i, j) if t else (i,) for i, j, t in zip(idx, partner, two.tolist())]
             captions = {i: caption_fn(i, step) for example in pairs for i in example}
-            return self.losses(image_embeddings, captions, pairs)
+            queries = {i: query_fn(i, step) for i in captions} if query_fn else None
+            return self.losses(features, captions, pairs, queries, captioned=cfg.batch_size)
 
         optimizer = adamw(self.parameters(), cfg.lr, cfg.weight_decay)
         return train_loop(self, optimizer, cfg.steps, cfg.warmup_steps, loss_fn, "FROMAGe")
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def caption(self, image_embeddings: torch.Tensor, max_new_tokens: int = 40, batch_size: int = 256,
-                temperature: float = 0.0) -> list[str]:
-        """Greedy (or sampled) captions of images [N, d_clip]."""
+    def caption(self, images, max_new_tokens: int = 40, batch_size: int = 256, temperature: float = 0.0) -> list[str]:
+        """Greedy (or sampled) captions of images (or their features)."""
+        features = self.as_features(images)
         texts = []
-        for i in range(0, len(image_embeddings), batch_size):
-            chunk = image_embeddings[i:i + batch_size]
-            batch = br.assemble(self.lm, [[self.image_segment(e)] for e in chunk], pad_left=True)
+        for i in range(0, len(features), batch_size):
+            batch = br.assemble(self.lm, [[self.image_segment(f)] for f in features[i:i + batch_size]], pad_left=True)
             texts += br.generate(self.lm, batch, max_new_tokens, temperature).texts
         return [t.strip() for t in texts]
 
     @torch.no_grad()
-    def generate_interleaved(self, items, candidates: torch.Tensor, max_new_tokens: int = 48) -> list:
-        """Continue an interleaved input of str and images; every [RET] the model writes becomes
-        the best-matching image among `candidates` [M, d_clip]. Returns str pieces and candidate
-        indices, in order."""
+    def log_likelihood(self, contexts: list, continuations: list[str], batch_size: int = 256) -> torch.Tensor:
+        """Summed log-probability [N] of each continuation after its interleaved context (ranking answers)."""
+        out = []
+        for i in range(0, len(contexts), batch_size):
+            pairs = zip(contexts[i:i + batch_size], continuations[i:i + batch_size], strict=True)
+            batch = br.assemble(self.lm, [[*self.to_segments(c), Text(t, learn=True)] for c, t in pairs])
+            _, logits = br.forward(self.lm, batch)
+            out.append(br.target_logprobs(logits, batch.targets))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def retrieve_images(self, queries: list, candidates, k: int = 5) -> torch.Tensor:
+        """Indices [Q, k] of the best candidate images (or features) for each query (str or interleaved list)."""
+        return (self.text_retrieval(queries) @ self.image_retrieval(candidates).T).topk(k, dim=1).indices
+
+    @torch.no_grad()
+    def retrieve_texts(self, images, candidates: list[str], k: int = 5) -> torch.Tensor:
+        """Indices [N, k] of the best candidate texts for each image (or features)."""
+        return (self.image_retrieval(images) @ self.text_retrieval(candidates).T).topk(k, dim=1).indices
+
+    @torch.no_grad()
+    def generate_interleaved(self, items, candidates, max_new_tokens: int = 48, stop: tuple = (RET,)) -> list:
+        """Continue an interleaved input of str and images until a `stop` token (a word, or RET);
+        the [RET] the model writes becomes the best-matching image among `candidates` (images or
+        features). Returns str pieces and candidate indices, in order."""
         segments = self.to_segments(items)
         ret_id = self.extra.id(RET)
+        stop = tuple(ret_id if s == RET else s for s in stop)
         out = br.generate(self.lm, br.assemble(self.lm, [segments], pad_left=True), max_new_tokens,
-                          extra=self.extra, stop=(ret_id,))
+                          extra=self.extra, stop=stop)
         pieces, written, words = [], [], []
         for token in out.tokens[0]:
             if token != ret_id:
@@ -203,3 +283,20 @@ class Fromage(nn.Module):
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    # ------------------------------------------------------------------ sharing
+    def _backbones(self) -> tuple[dict, dict]:
+        return {"clip": self.clip.name, "lm": self.lm.name}, checkpoint.backbone_dims(self.clip, self.lm)
+
+    def save(self, folder) -> None:
+        """The trained parts (safetensors) and a JSON config naming the backbones."""
+        names, dims = self._backbones()
+        checkpoint.save(folder, self, self.config, names, dims)
+
+    @classmethod
+    def load(cls, folder, clip, lm) -> "Fromage":
+        """A saved bridge on its backbones; other backbones than it was trained on are a CheckpointError."""
+        model = cls(clip, lm, FromageConfig(**checkpoint.read_meta(folder)["config"]))
+        names, dims = model._backbones()
+        checkpoint.load(folder, model, names, dims)
+        return model.eval()

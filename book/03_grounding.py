@@ -1,0 +1,424 @@
+# %% [markdown]
+# # 3. Grounding: FROMAGe
+#
+# **Question.** Can a frozen language model learn to see from a handful of new parameters — to
+# caption a picture, to find the picture a text describes, and to use pictures and text mixed in one
+# context — while neither the LM nor the vision encoder changes at all?
+#
+# **Method.** FROMAGe (Koh, Salakhutdinov & Fried, "Grounding Language Models to Images for
+# Multimodal Inputs and Outputs", ICML 2023) keeps OPT-6.7B and CLIP ViT-L/14 frozen and trains:
+#
+# - a **linear map** from an image's CLIP features to k input embeddings of the LM, put where the
+#   image appears in the sequence (the paper: k = 1);
+# - a new token **`[RET]`**, with its own input embedding and output vector — the LM learns to write it
+#   at the end of a caption, and its hidden state there is the text's query for retrieval;
+# - two **linear maps into a shared retrieval space**, one from the LM's hidden state at `[RET]`, one
+#   from the CLIP image embedding, and a learnable temperature (initialised to 1/0.07).
+#
+# Three losses, summed: captioning cross-entropy with the image tokens before the caption; the
+# cross-entropy of "caption `[RET]`", which teaches the LM when to retrieve; and a symmetric InfoNCE
+# between `[RET]` states and images. Half of the training examples concatenate two image-caption
+# pairs, so the model also sees interleaved sequences. The paper trains on CC3M; here, on microworld
+# scenes and their captions (`params/paper-fromage.yaml` is the paper's setting, for a GPU).
+#
+# **One change, measured below.** The paper gives the LM only CLIP's pooled embedding. The stand-in
+# CLIP's pooled embedding keeps *what* is in a scene much better than *where*, and the captions here
+# are about where: so the default profile also gives the bridge CLIP's patch tokens (the last feature
+# map with a 4x4 grid), and an ablation measures what that buys. Retrieval uses the pooled embedding,
+# as in the paper.
+
+# %%
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from vlbridge import backbones, world
+from vlbridge.chapter import Chapter
+from vlbridge.eval import caption_scores, grounded_scores, mean_reciprocal_rank, ndcg, recall_at_k
+from vlbridge.eval.contextual import STORY_SETTINGS, answer_candidates, dialogue_text, story_query, text_of
+from vlbridge.eval.grounding import ALL_ATTRIBUTES
+from vlbridge.methods.grounding import RET, Fromage, FromageConfig
+from vlbridge.plots import curves, image_grid
+from vlbridge.probes import generate
+
+# %% tags=["parameters"]
+profile: str = "default"
+seed: int = 0
+threads: int = 2
+device: str = "cpu"
+clip_model: str = "micro-clip"
+lm_model: str = "micro-lm"
+dtype: str = "float32"  # the backbones' precision; the paper: bfloat16
+train_tsv: str = ""  # a CC3M TSV in FROMAGe's layout (caption<TAB>image); "" trains on microworld scenes
+train_images: str = ""  # the folder of the TSV's images
+train_scenes: int = 10000  # microworld scenes to train on (when train_tsv is "")
+train_captions: str = "canonical"  # each scene's one "canonical" caption, or a fresh "varied" one every step
+image_input: str = "patches"  # what the bridge reads: the CLIP "embedding" (the paper) or it and its "patches"
+image_tokens: int = 16  # k: LM input embeddings per image (the paper: 1)
+bridge: str = "linear"  # the paper's linear map, or "mlp"
+retrieval_dim: int = 128  # the shared retrieval space (the paper: 256)
+steps: int = 400
+batch_size: int = 24  # examples per step for the captioning loss
+retrieval_batch_size: int = 64  # examples per step for the retrieval losses: contrastive learning needs negatives
+lr: float = 1e-2
+weight_decay: float = 0.0
+warmup_steps: int = 20
+ablation_steps: int = 120  # each ablation is a separate, shorter training run
+eval_scenes: int = 500  # held-out scenes for captioning and retrieval
+stories: int = 200  # held-out stories (their last pictures are the candidates)
+dialogues: int = 200  # held-out dialogues for retrieval
+answer_dialogues: int = 20  # dialogues whose 10 rounds of answers are ranked
+answer_candidates_per_round: int = 10  # VisDial ranks 100; here a question kind has fewer distinct answers
+
+# %%
+ch = Chapter("03_grounding", profile, seed=seed, threads=threads, device=device)
+clip = backbones.load_clip(clip_model, device=device, dtype=dtype)
+lm = backbones.load_lm(lm_model, device=device, dtype=dtype)
+frozen = sum(p.numel() for p in clip.model.parameters()) + sum(p.numel() for p in lm.model.parameters())
+print(f"CLIP {clip_model}: embedding {clip.embed_dim}-d, images {clip.image_size} px; "
+      f"LM {lm_model}: {lm.embed_dim}-d; {frozen:,} frozen parameters")
+
+# %% [markdown]
+# ## Training
+#
+# CLIP features of every training image are computed once, before training (the frozen encoder
+# would give the same numbers every step; `benchmarks/` measures what caching saves).
+#
+# **Training captions.** Each scene has one caption, as each CC3M image has one: its *canonical*
+# caption — *there is*, then the objects in reading order, always the same words (*small*, not
+# sometimes *little*). Chapter 2 showed why this matters for a frozen LM this small: it reuses words
+# it has read, but barely re-expresses them (a paraphrase of a caption it has just read costs it
+# almost as much as a fresh caption). A bridge can learn to put into the LM's context what the
+# caption will say only if what the caption will say is a function of the picture; with a fresh
+# random template, synonyms and object order every step (`train_captions: varied`), the same bridge
+# reached attribute F1 0.62 instead (measured while building this chapter; run it with
+# `--set train_captions=varied`). The evaluation below does not care about wording: it parses
+# whatever the model writes. Retrieval is the other way round: a query is what a person writes, so
+# the texts that learn to retrieve (the `[RET]` and contrastive losses) are a fresh varied caption
+# every step, as are the test queries. (Trained on canonical captions alone, `[RET]` retrieved from
+# varied queries at R@1 0.23.)
+
+# %%
+config = FromageConfig(image_tokens=image_tokens, image_input=image_input, bridge=bridge,
+                       retrieval_dim=retrieval_dim, steps=steps, batch_size=batch_size,
+                       retrieval_batch_size=retrieval_batch_size, lr=lr,
+                       weight_decay=weight_decay, warmup_steps=warmup_steps, seed=seed)
+model = Fromage(clip, lm, config)
+if train_tsv:
+    from vlbridge.data.cc3m import cc3m_pairs
+
+    if image_input != "embedding":
+        raise ValueError("training from a TSV reads CLIP embeddings only: set image_input: embedding")
+    train_features, train_texts = cc3m_pairs(train_tsv, train_images, clip)
+
+    def caption_of(i, step):
+        return train_texts[i]
+
+    query_of = caption_of
+else:
+    if train_captions not in ("canonical", "varied"):
+        raise ValueError(f"train_captions must be 'canonical' or 'varied', got {train_captions!r}")
+    train_pool = world.scenes(0, train_scenes)
+    train_features = model.features(world.render_array(train_pool, clip.image_size))
+
+    def query_of(i, step):
+        return world.caption(train_pool[i], world.scene_rng(train_pool[i].seed, 1000 + step))
+
+    def caption_of(i, step):
+        return world.canonical_caption(train_pool[i]) if train_captions == "canonical" else query_of(i, step)
+
+log = model.fit(train_features, caption_of, query_of)
+trainable = model.trainable_parameters()
+print(f"trained {steps} steps x {batch_size} (took {log['seconds']:.1f} s)")
+print(f"trainable parameters: {trainable:,}; frozen: {frozen:,} ({frozen / (frozen + trainable):.4f} of all)")
+for name, p in model.named_parameters():
+    print(f"  {name:28s} {tuple(p.shape)}")
+ch.record(trainable_params=trainable, frozen_params=frozen, frozen_fraction=frozen / (frozen + trainable),
+          train_seconds=log["seconds"])
+fig = ch.figure(curves({k: log[k] for k in ("caption", "ret_text", "contrastive")}, smooth=25,
+                       title="FROMAGe training losses"), "losses")
+plt.show()
+
+# %% [markdown]
+# ## 1. Captioning held-out scenes
+#
+# Greedy captions of scenes the bridge never saw, read back by the world's parser and checked
+# against the scene: **grounded attribute precision and recall** (shape, colour, size, position of
+# each claimed object, matched to the true objects), and BLEU-4 / CIDEr against five reference
+# captions per scene (written in the varied templates, so BLEU and CIDEr penalise the canonical wording
+# the model learned; the grounded scores do not). The **no-image floor** is the frozen LM's own
+# captions with no image, sampled at temperature 1 after *there is*: fluent, and true only by chance.
+
+# %%
+held = world.scenes(world.HELDOUT_START, eval_scenes)
+held_images = world.render_array(held, clip.image_size)
+held_features = model.features(held_images)
+captions = model.caption(held_features)
+scores = grounded_scores(captions, held)
+references = [[world.caption(s, world.scene_rng(s.seed, 100 + r)) for r in range(5)] for s in held]
+text_scores = caption_scores(captions, references)
+blind = [f"there is {c.strip()}" for c in generate(lm, ["there is"] * eval_scenes, 40, sample=True, seed=seed)]
+floor = grounded_scores(blind, held)
+print(f"{'':14s} precision  recall   F1     BLEU-4  CIDEr")
+print(f"{'FROMAGe':14s} {scores['precision']:.4f}    {scores['recall']:.4f}  {scores['f1']:.4f} "
+      f"{text_scores['bleu4']:.4f}  {text_scores['cider']:.4f}")
+blind_text = caption_scores(blind, references)
+print(f"{'no image':14s} {floor['precision']:.4f}    {floor['recall']:.4f}  {floor['f1']:.4f} "
+      f"{blind_text['bleu4']:.4f}  {blind_text['cider']:.4f}")
+by_attribute = {a: grounded_scores(captions, held, attributes=(a,))["f1"] for a in ALL_ATTRIBUTES}
+print("F1 by attribute: " + ", ".join(f"{a} {v:.4f}" for a, v in by_attribute.items()))
+written = Counter(c.shape for text in captions for c in world.parse(text).claims)
+true = Counter(o.shape for s in held for o in s.objects)
+print("shapes written / true: " + ", ".join(f"{shape} {written[shape]} / {true[shape]}" for shape in world.SHAPES))
+ch.record(caption_attr_precision=scores["precision"], caption_attr_recall=scores["recall"],
+          caption_attr_f1=scores["f1"], noimage_attr_f1=floor["f1"], caption_bleu4=text_scores["bleu4"],
+          caption_cider=text_scores["cider"], noimage_bleu4=blind_text["bleu4"], noimage_cider=blind_text["cider"],
+          **{f"caption_{a}_f1": v for a, v in by_attribute.items()})
+big = held_images[:12].repeat(3, 1).repeat(3, 2)
+fig = ch.figure(image_grid(big, captions[:12], cols=4, wrap=34, cell=2.3), "captions")
+plt.show()
+
+# %% [markdown]
+# ## 2. Text → image retrieval
+#
+# Each held-out scene's caption (a fresh one) is the query; the candidates are all held-out images
+# (500 in the default profile), and an identical scene also counts as a hit. FROMAGe's query is the
+# LM's hidden state at `[RET]` after the caption; the baseline is the frozen CLIP's own text encoder,
+# which was trained for exactly this.
+
+# %%
+queries = [world.caption(s, world.scene_rng(s.seed, 1)) for s in held]
+same_scene = torch.tensor([[a.keys == b.keys for b in held] for a in held])
+ret_similarity = model.text_retrieval(queries) @ model.image_retrieval(held_features).T
+clip_similarity = clip.encode_texts(queries) @ held_features[:, :clip.embed_dim].T
+t2i = {"[RET]": recall_at_k(ret_similarity, same_scene), "CLIP": recall_at_k(clip_similarity, same_scene)}
+for name, r in t2i.items():
+    print(f"{name:6s} R@1 {r[1]:.4f}  R@5 {r[5]:.4f}  R@10 {r[10]:.4f}")
+ch.record(t2i_r1_ret=t2i["[RET]"][1], t2i_r5_ret=t2i["[RET]"][5], t2i_r10_ret=t2i["[RET]"][10],
+          t2i_r1_clip=t2i["CLIP"][1], t2i_r5_clip=t2i["CLIP"][5], t2i_r10_clip=t2i["CLIP"][10])
+shown = [0, 1, 2]
+strips, labels = [], []
+for q in shown:
+    top = ret_similarity[q].topk(4).indices.tolist()
+    strips += [held_images[q]] + [held_images[k] for k in top]
+    labels += [f"query: {queries[q]}"] + [f"#{r + 1}{' (hit)' if same_scene[q, k] else ''}" for r, k in enumerate(top)]
+fig = ch.figure(image_grid([s.repeat(3, 0).repeat(3, 1) for s in strips], labels, cols=5, wrap=30, cell=1.9),
+                "retrieval")
+plt.show()
+
+# %% [markdown]
+# ## 3. Contextual retrieval: stories
+#
+# VIST-style: a story is five pictures, one sentence each — the first describes the scene, each
+# later one a single change (*then the red circle moves to the left*). The task is to retrieve the
+# fifth picture among the last pictures of all held-out stories, given **1 caption** (the last
+# sentence), **5 captions**, or **5 captions and the first 4 pictures**, interleaved. CLIP's text
+# encoder reads the same text (it cannot read pictures); its context is 48 tokens, as real CLIP's is
+# 77, so it reads only the beginning of a long story. The paper (Table 1, VIST, R@1): CLIP
+# 11.9 → 5.9 from 1 to 5 captions; FROMAGe 11.3 → 11.9 → 18.2 (*the paper's numbers, not ours*).
+
+# %%
+told = [world.story(world.TEST_START + i) for i in range(stories)]
+story_features = model.features(world.render_array([s for t in told for s in t.scenes], clip.image_size))
+story_features = story_features.view(stories, 5, -1)
+last = story_features[:, -1]
+same_last = torch.tensor([[a.scenes[-1].keys == b.scenes[-1].keys for b in told] for a in told])
+story_r = {}
+for setting, meaning in STORY_SETTINGS.items():
+    story_queries = [story_query(t, setting, f) for t, f in zip(told, story_features)]
+    story_r[setting] = recall_at_k(model.text_retrieval(story_queries) @ model.image_retrieval(last).T, same_last)
+    line = f"{meaning:48s} [RET] R@1 {story_r[setting][1]:.4f} R@5 {story_r[setting][5]:.4f}"
+    if setting != "5cap4img":
+        clip_texts = [text_of(q) for q in story_queries]
+        story_r[setting + "_clip"] = recall_at_k(clip.encode_texts(clip_texts) @ last[:, :clip.embed_dim].T, same_last)
+        line += f"   CLIP R@1 {story_r[setting + '_clip'][1]:.4f} R@5 {story_r[setting + '_clip'][5]:.4f}"
+    print(line)
+ch.record(**{f"story_r{k}_{setting}": r[k] for setting, r in story_r.items() for k in (1, 5, 10)})
+example = told[0]
+picks = (model.text_retrieval([story_query(example, "5cap4img", story_features[0])])
+         @ model.image_retrieval(last).T)[0].topk(3).indices.tolist()
+panels = [world.render(s, clip.image_size) for s in example.scenes]
+panels += [world.render(told[k].scenes[-1], clip.image_size) for k in picks]
+labels = [f"{i + 1}: {s}" for i, s in enumerate(example.sentences)]
+labels += [f"retrieved #{r + 1}{' (right)' if same_last[0, k] else ''}" for r, k in enumerate(picks)]
+fig = ch.figure(image_grid([np.asarray(p).repeat(3, 0).repeat(3, 1) for p in panels], labels, cols=8, wrap=22,
+                           cell=1.7), "story")
+plt.show()
+
+# %% [markdown]
+# ## 4. Dialogues: retrieval as rounds accumulate, and answer ranking
+#
+# VisDial-style: a brief caption names one object (*a picture with a red circle*), then question and
+# answer rounds reveal the rest. Retrieve the scene among all held-out dialogues' scenes from the
+# caption and the first r rounds; CLIP reads the same text. The paper (VisDial, 10 rounds, R@1):
+# FROMAGe 20.8, CLIP 17.7 (*the paper's numbers*).
+
+# %%
+talks = [world.dialogue(world.TEST_START + 10_000 + i) for i in range(dialogues)]
+talk_features = model.features(world.render_array([t.scene for t in talks], clip.image_size))
+same_talk = torch.tensor([[a.scene.keys == b.scene.keys for b in talks] for a in talks])
+rounds = [0, 1, 2, 3, 5, 7, 10]
+by_rounds = {"[RET]": [], "CLIP": []}
+for r in rounds:
+    texts = [dialogue_text(t, r) for t in talks]
+    by_rounds["[RET]"].append(recall_at_k(model.text_retrieval(texts) @ model.image_retrieval(talk_features).T,
+                                          same_talk)[1])
+    by_rounds["CLIP"].append(recall_at_k(clip.encode_texts(texts) @ talk_features[:, :clip.embed_dim].T,
+                                         same_talk)[1])
+    print(f"rounds {r:2d}: [RET] R@1 {by_rounds['[RET]'][-1]:.4f}   CLIP R@1 {by_rounds['CLIP'][-1]:.4f}")
+ch.record(dialog_t2i_r1=by_rounds["[RET]"][-1], dialog_t2i_r1_clip=by_rounds["CLIP"][-1],
+          dialog_t2i_r1_by_rounds={str(r): v for r, v in zip(rounds, by_rounds["[RET]"])},
+          dialog_t2i_r1_clip_by_rounds={str(r): v for r, v in zip(rounds, by_rounds["CLIP"])})
+fig, ax = plt.subplots(figsize=(5, 3))
+for name, values in by_rounds.items():
+    ax.plot(rounds, values, marker="o", label=name)
+ax.set(xlabel="dialogue rounds read", ylabel="text→image R@1", title=f"dialogue retrieval, {dialogues} scenes")
+ax.legend()
+ax.grid(alpha=0.3)
+ch.figure(fig, "dialogue_rounds")
+plt.show()
+
+# %% [markdown]
+# **Answer ranking.** For every round of a dialogue, the model sees the picture, the caption and the
+# rounds before, then the question, and ranks candidate answers by their summed log-likelihood. The
+# candidates are the true answer and answers to questions of the same kind from other dialogues, all
+# distinct, so exactly one is right (VisDial: 100 candidates, and dense relevance grades for NDCG;
+# here grades are 0/1). The same LM without the picture is the floor.
+
+# %%
+candidates = answer_candidates(talks[:answer_dialogues], answer_candidates_per_round, seed=seed)
+width = max(len(a) for per_round in candidates for a, _ in per_round)
+scores_by = {}
+for with_image in (True, False):
+    contexts, answers, rows = [], [], []
+    for t, f, per_round in zip(talks, talk_features, candidates):
+        for r, (answer_set, _) in enumerate(per_round):
+            context = ([f] if with_image else []) + [dialogue_text(t, r) + f" q : {t.rounds[r][0]} a :"]
+            contexts += [context] * len(answer_set)
+            answers += answer_set
+            rows.append(len(answer_set))
+    loglik = model.log_likelihood(contexts, answers).split(rows)
+    similarity = torch.full((len(rows), width), float("-inf"))
+    relevant = torch.zeros(len(rows), width, dtype=torch.bool)
+    truth = [i for per_round in candidates for _, i in per_round]
+    for q, (values, right) in enumerate(zip(loglik, truth)):
+        similarity[q, :len(values)] = values
+        relevant[q, right] = True
+    scores_by[with_image] = {**{f"r{k}": v for k, v in recall_at_k(similarity, relevant).items()},
+                             "mrr": mean_reciprocal_rank(similarity, relevant),
+                             "ndcg": ndcg(similarity.nan_to_num(neginf=-1e9), relevant)}
+    s = scores_by[with_image]
+    print(f"{'with the picture' if with_image else 'without it':17s} R@1 {s['r1']:.4f} R@5 {s['r5']:.4f} "
+          f"R@10 {s['r10']:.4f} MRR {s['mrr']:.4f} NDCG {s['ndcg']:.4f}")
+ch.record(dialog_answer_r1=scores_by[True]["r1"], dialog_answer_r5=scores_by[True]["r5"],
+          dialog_answer_r10=scores_by[True]["r10"], dialog_mrr=scores_by[True]["mrr"],
+          dialog_ndcg=scores_by[True]["ndcg"],
+          dialog_mrr_noimage=scores_by[False]["mrr"], dialog_ndcg_noimage=scores_by[False]["ndcg"])
+
+# %% [markdown]
+# ## 5. Interleaved input and output
+#
+# One multi-turn exchange. The model is given text and pictures mixed, writes text, and wherever it
+# writes `[RET]` the best-matching candidate picture is put in its place.
+
+# %%
+pool_images, pool_features = held_images[:100], held_features[:100]
+turns = [  # (what the model is given, where it stops)
+    (["there is a large red circle at the top left ."], (RET,)),
+    ([pool_features[3], "q : how many objects are there ? a :"], (".",)),
+    ([pool_features[5], "there is"], (RET,)),
+]
+panels, labels = [], []
+for turn, stop in turns:
+    pieces = model.generate_interleaved(turn, pool_features, max_new_tokens=40, stop=stop)
+    given = " ".join(x if isinstance(x, str) else "<image>" for x in turn)
+    print(f"in:  {given}\nout: " + " ".join(p if isinstance(p, str) else f"[RET] -> image #{p}" for p in pieces) + "\n")
+    for x in turn:
+        if not isinstance(x, str):
+            panels.append(pool_images[int(torch.where((pool_features == x).all(1))[0][0])])
+            labels.append(f"given with '{given}'")
+    for p in pieces:
+        if not isinstance(p, str):
+            panels.append(pool_images[p])
+            labels.append(f"retrieved after '{given}'")
+fig = ch.figure(image_grid([p.repeat(3, 0).repeat(3, 1) for p in panels], labels, cols=len(panels), wrap=30, cell=2.0),
+                "interleaved")
+plt.show()
+
+# %% [markdown]
+# ## 6. Ablations
+#
+# Each is a separate training run of `ablation_steps` steps on the same data, with one batch size
+# for both losses (the captioning batch: shorter runs, fewer negatives, so their retrieval is
+# weaker than the full run's), changing one thing:
+#
+# - **`[RET]` vs the last token**: retrieval from the hidden state of the caption's last token, with
+#   no `[RET]` (the paper shows the learned token is better);
+# - **k = 1 vs k = 4** image tokens from the pooled CLIP embedding (the paper's input), and the
+#   default's patch tokens, for captioning.
+
+# %%
+ablations = {
+    "embedding, k=1": FromageConfig(image_tokens=1, image_input="embedding"),
+    "embedding, k=4": FromageConfig(image_tokens=4, image_input="embedding"),
+    "embedding, k=4, last token": FromageConfig(image_tokens=4, image_input="embedding", use_ret=False),
+}
+short = {}
+embedding_only = train_features[:, :clip.embed_dim]
+for name, variant in ablations.items():
+    for key in ("bridge", "retrieval_dim", "batch_size", "lr", "weight_decay", "warmup_steps", "seed"):
+        setattr(variant, key, getattr(config, key))
+    variant.steps = ablation_steps
+    other = Fromage(clip, lm, variant)
+    other.fit(embedding_only, caption_of, query_of)
+    emb = held_features[:, :clip.embed_dim]
+    short[name] = {"f1": grounded_scores(other.caption(emb), held)["f1"],
+                   "t2i_r1": recall_at_k(other.text_retrieval(queries) @ other.image_retrieval(emb).T, same_scene)[1]}
+    print(f"{name:28s} caption F1 {short[name]['f1']:.4f}   [RET] / last-token R@1 {short[name]['t2i_r1']:.4f}")
+print(f"{'default (' + image_input + f', k={image_tokens})':28s} caption F1 {scores['f1']:.4f}   "
+      f"[RET] R@1 {t2i['[RET]'][1]:.4f}   ({steps} steps)")
+ch.record(t2i_r1_k1=short["embedding, k=1"]["t2i_r1"], t2i_r1_k4=short["embedding, k=4"]["t2i_r1"],
+          t2i_r1_lasttoken=short["embedding, k=4, last token"]["t2i_r1"],
+          caption_attr_f1_k1=short["embedding, k=1"]["f1"],
+          caption_attr_f1_k4=short["embedding, k=4"]["f1"], ablation_steps=ablation_steps)
+
+# %% [markdown]
+# ## Sharing a trained bridge
+#
+# Only the trained parts are saved (safetensors), with a JSON config naming the backbones; loading
+# it on other backbones is an error that says so.
+
+# %%
+with tempfile.TemporaryDirectory() as folder:
+    model.save(folder)
+    files = {p.name: p.stat().st_size for p in sorted(Path(folder).iterdir())}
+    reloaded = Fromage.load(folder, clip, lm)
+print(", ".join(f"{name} {size / 1e6:.2f} MB" for name, size in files.items()))
+print("reloaded captions identical:", reloaded.caption(held_features[:20]) == captions[:20])
+
+# %% [markdown]
+# **What this shows** (numbers of the default profile; the smoke profile trains for seconds and its
+# numbers only show that the code runs).
+#
+# - **A frozen LM can be taught to caption from a linear map** — given the right input. With CLIP's
+#   patch tokens and one canonical caption per training scene, captions of held-out scenes reach a
+#   grounded attribute F1 of 0.73, against 0.29 for the LM without a picture: colour, size and
+#   position are nearly always right. **Shape is not**: the model writes *circle* for almost every
+#   object (the counts above), so its shape score is what a guess gets. From the pooled embedding
+#   alone, the paper's input, the shorter ablation runs reach far less (k = 4 beats k = 1).
+# - **`[RET]` retrieves**: R@1 0.63 among 500 held-out scenes, far above chance (0.002) but well below
+#   CLIP's own text encoder (0.95): the hidden state of a two-layer LM after a caption is a weaker
+#   text encoder than one trained for the job. The learned token clearly beats the last token's
+#   hidden state, as in the paper.
+# - **The paper's claims about context do not hold with these backbones.** Stories: pictures in the
+#   context help `[RET]` (5 captions + 4 pictures beats 1 caption), but with five captions CLIP — which
+#   reads only the first 48 tokens — still beats `[RET]`. Dialogues: CLIP gains from the first rounds
+#   and then stays level, while `[RET]` never rises above a few percent and falls as rounds accumulate.
+#   `[RET]` was trained after one or two captions only; reading a story or a dialogue and keeping what
+#   it says about the final scene is language understanding that OPT-6.7B brings from the web and a
+#   two-layer LM trained on microworld text does not have. Answer ranking barely uses the picture
+#   (MRR with it vs without it above): the LM ranks answers by what fits the question.
