@@ -5,7 +5,8 @@ the losses must match. The model is set up as chapter 3 trains it (the CLIP embe
 k = 16 image tokens). Rendering the scenes is data loading, outside both steps."""
 import torch
 
-from benchmarks.helpers import best_times, random_init_clip, random_init_lm
+from benchmarks.helpers import random_init_clip, random_init_lm
+from benchmarks.timing import best_times
 from vlbridge import backbones, world
 from vlbridge.methods.grounding import Fromage, FromageConfig
 from vlbridge.training import adamw

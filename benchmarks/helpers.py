@@ -1,7 +1,5 @@
 """Shared by the feature-cache and KV-cache benchmarks: random-init models of exactly the gpu profile's
-backbone architectures, and best-of-N timing that alternates the two ways being compared."""
-import time
-
+backbone architectures."""
 import torch
 
 from vlbridge import backbones
@@ -29,19 +27,3 @@ def random_init_lm(name: str = "micro-lm-gpu", seed: int = 0) -> FrozenLM:
     torch.manual_seed(seed)
     model = LlamaForCausalLM(micro_lm_config(recipe, tokenizer))
     return FrozenLM(f"{name} (random init)", backbones.freeze(model), tokenizer)
-
-
-def best_times(fns, repeats: int, warm_up: bool = True) -> list[float]:
-    """Best-of-`repeats` wall time of each function, running them in turn (a, b, a, b, ...) so that load
-    from other processes on a shared CPU falls on both alike. warm_up=False where each has already run
-    once (a correctness check before the timing)."""
-    if warm_up:
-        for fn in fns:
-            fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, spent in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            spent.append(time.perf_counter() - start)
-    return [min(t) for t in times]

@@ -3,7 +3,8 @@ the whole sequence every step, on the same left-padded batch of image-and-text p
 `bridge.assemble`; the generated tokens must be identical."""
 import torch
 
-from benchmarks.helpers import best_times, random_init_lm
+from benchmarks.helpers import random_init_lm
+from benchmarks.timing import best_times
 from vlbridge import backbones, world
 from vlbridge import bridge as br
 

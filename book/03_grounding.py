@@ -414,11 +414,15 @@ print("reloaded captions identical:", reloaded.caption(held_features[:20]) == ca
 #   CLIP's own text encoder (0.95): the hidden state of a two-layer LM after a caption is a weaker
 #   text encoder than one trained for the job. The learned token clearly beats the last token's
 #   hidden state, as in the paper.
-# - **The paper's claims about context do not hold with these backbones.** Stories: pictures in the
-#   context help `[RET]` (5 captions + 4 pictures beats 1 caption), but with five captions CLIP — which
-#   reads only the first 48 tokens — still beats `[RET]`. Dialogues: CLIP gains from the first rounds
-#   and then stays level, while `[RET]` never rises above a few percent and falls as rounds accumulate.
-#   `[RET]` was trained after one or two captions only; reading a story or a dialogue and keeping what
-#   it says about the final scene is language understanding that OPT-6.7B brings from the web and a
-#   two-layer LM trained on microworld text does not have. Answer ranking barely uses the picture
-#   (MRR with it vs without it above): the LM ranks answers by what fits the question.
+# - **The paper's claims about context do not hold with these backbones.** Stories: more text helps
+#   `[RET]` (all five sentences beat the last one alone), but the four pictures add nothing on top of
+#   the five sentences, and CLIP — which reads only the first 48 tokens — beats `[RET]` in every
+#   setting it can read. Dialogues: CLIP gains from the first rounds and then stays level, while
+#   `[RET]` never rises above a few percent and falls as rounds accumulate. `[RET]` was trained after
+#   one or two captions only; reading a story or a dialogue and keeping what it says about the final
+#   scene is language understanding that OPT-6.7B brings from the web and a two-layer LM trained on
+#   microworld text does not have. Answer ranking barely uses the picture (MRR with it vs without it,
+#   above): the LM ranks answers by what fits the question.
+# - **Cost.** The bridge here is larger than the tiny backbones (the frozen fraction printed above):
+#   16 tokens from CLIP's embedding and patch tokens into a 128-d LM. With the paper's backbones and
+#   k = 1, the same recipe trains a few million parameters beside 7 billion frozen ones.
