@@ -86,3 +86,17 @@ def test_a_saved_bridge_reloads_identically_and_only_on_its_backbones(trained, t
     assert torch.equal(reloaded.text_retrieval(["a red circle ."]), model.text_retrieval(["a red circle ."]))
     with pytest.raises(CheckpointError, match="trained on lm 'micro-lm-smoke', not 'micro-lm'"):
         Fromage.load(tmp_path, model.clip, replace(lm, name="micro-lm"))
+
+
+def test_retrieval_in_both_directions_and_likelihoods_agree_with_the_embeddings(trained):
+    model, _, features, _, _ = trained
+    texts = ["a red circle .", "there is a big blue square at the top left .", "a small green triangle ."]
+    similarity = model.text_retrieval(texts) @ model.image_retrieval(features[:8]).T
+    assert torch.equal(model.retrieve_images(texts, features[:8], k=3), similarity.topk(3, dim=1).indices)
+    assert torch.equal(model.retrieve_texts(features[:8], texts, k=2), similarity.T.topk(2, dim=1).indices)
+    # Summed log-likelihoods are negative and add up over a continuation split in two.
+    whole = model.log_likelihood([[features[0], "there is"]], ["a red circle ."])
+    assert whole.shape == (1,) and whole.item() < 0
+    first = model.log_likelihood([[features[0], "there is"]], ["a red"])
+    rest = model.log_likelihood([[features[0], "there is a red"]], ["circle ."])
+    assert torch.allclose(whole, first + rest, atol=1e-4)
