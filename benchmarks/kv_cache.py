@@ -16,8 +16,7 @@ def greedy_without_cache(lm, batch: br.Batch, max_new_tokens: int, stop: tuple =
     and is padded from then on; the loop ends when every row has stopped. Returns the ids per row."""
     tok = lm.tokenizer
     embedding = lm.model.get_input_embeddings()
-    ids = {s if isinstance(s, int) else tok.convert_tokens_to_ids(s) for s in stop} | {tok.eos_token_id}
-    stop_ids = torch.tensor(sorted(ids), device=batch.attention_mask.device)
+    stop_ids = torch.tensor(sorted(br.stop_token_ids(tok, stop)), device=batch.attention_mask.device)
     inputs, mask = batch.inputs_embeds, batch.attention_mask
     done = torch.zeros(len(inputs), dtype=torch.bool, device=mask.device)
     tokens, alive = [], []

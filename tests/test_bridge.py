@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from vlbridge import backbones
+from vlbridge import backbones, world
 from vlbridge import bridge as br
 from vlbridge.bridge import Embeds, Text
 
@@ -83,3 +83,16 @@ def test_extra_tokens_extend_the_vocabulary_without_touching_the_lm(lm):
     assert extra.input.grad is not None and extra.output.grad is not None
     assert all(p.grad is None for p in lm.model.parameters())
     assert br.decode(lm, [*br.token_ids(lm.tokenizer, "a red circle"), vocab], extra) == "a red circle [RET]"
+
+
+def test_stop_words_match_byte_level_bpe_tokens_with_their_space_mark(lm):
+    from tiny_models import byte_level_bpe
+
+    bpe = byte_level_bpe([world.caption(s, world.scene_rng(s.seed, 0)) for s in world.scenes(0, 200)])
+    vocab = bpe.get_vocab()
+    assert "Ġ." in vocab  # captions end in " .": the BPE learns it as one token
+    assert br.stop_token_ids(bpe, (".",)) == {vocab["."], vocab["Ġ."], bpe.eos_token_id}
+    assert br.stop_token_ids(lm.tokenizer, (".", 7)) == {lm.tokenizer.convert_tokens_to_ids("."), 7,
+                                                         lm.tokenizer.eos_token_id}
+    with pytest.raises(ValueError, match="stop word 'zebra' is not a token"):
+        br.stop_token_ids(lm.tokenizer, ("zebra",))

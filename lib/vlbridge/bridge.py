@@ -203,6 +203,23 @@ class Generation:
     mask: torch.Tensor  # [B, steps] 1 where a token was generated
 
 
+def stop_token_ids(tokenizer, stop) -> set[int]:
+    """The ids that end generation: <eos>, ids as given, and for a word such as "." every token that
+    is that word, bare or with a leading-space mark (byte-level BPE writes " ." as "Ġ.", as GPT-2's
+    and OPT's tokenizers do; SentencePiece as "▁.")."""
+    vocab = tokenizer.get_vocab()
+    ids = {tokenizer.eos_token_id}
+    for word in stop:
+        if isinstance(word, int):
+            ids.add(word)
+            continue
+        found = {vocab[t] for t in (word, "Ġ" + word, "▁" + word) if t in vocab}
+        if not found:
+            raise ValueError(f"stop word {word!r} is not a token of this tokenizer")
+        ids |= found
+    return ids
+
+
 @torch.no_grad()
 def generate(lm, batch: Batch, max_new_tokens: int, temperature: float = 0.0, stop: tuple = (".",),
              extra: ExtraTokens | None = None, generator: torch.Generator | None = None) -> Generation:
@@ -211,8 +228,7 @@ def generate(lm, batch: Batch, max_new_tokens: int, temperature: float = 0.0, st
     tokens ([RET]) can be generated too, and are fed back as their own embeddings."""
     tok = lm.tokenizer
     embedding = lm.model.get_input_embeddings()
-    ids = {s if isinstance(s, int) else tok.convert_tokens_to_ids(s) for s in stop} | {tok.eos_token_id}
-    stop_ids = torch.tensor(sorted(ids), device=batch.attention_mask.device)
+    stop_ids = torch.tensor(sorted(stop_token_ids(tok, stop)), device=batch.attention_mask.device)
     B = len(batch.inputs_embeds)
     mask = batch.attention_mask
     position = batch.position_ids[:, -1:]
