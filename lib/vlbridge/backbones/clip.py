@@ -125,20 +125,24 @@ class FrozenCLIP:
         return torch.cat(out).float().cpu()
 
     @torch.no_grad()
-    def encode_patches(self, images, min_grid: int = 4, batch_size: int = 512) -> torch.Tensor:
-        """Patch tokens [N, P, C], each L2-normalised, float32 on CPU: the last feature map of the
-        vision tower with at least min_grid x min_grid cells, row-major. For a ViT that is its final
-        patch grid; for a ResNet, whose last stage is 1x1 on small images (where "where" is gone),
-        an earlier stage's map."""
-        out = []
+    def encode_images_and_patches(self, images, min_grid: int = 4,
+                                  batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+        """In one pass of the vision tower: the embeddings [N, embed_dim] (as encode_images gives them)
+        and the patch tokens [N, P, C], each L2-normalised, float32 on CPU. The patch tokens are the
+        last feature map with at least min_grid x min_grid cells, row-major: for a ViT its final patch
+        grid; for a ResNet, whose last stage is 1x1 on small images (where "where" is gone), an
+        earlier stage's map."""
+        embeddings, patches = [], []
         for x in self._batches(images, batch_size):
-            maps = self.model.visual.forward_intermediates(x, intermediates_only=True)["image_intermediates"]
+            out = self.model.visual.forward_intermediates(x)
+            maps = out["image_intermediates"]
             spatial = [m for m in maps if min(m.shape[-2:]) >= min_grid]
             if not spatial:
                 sizes = ", ".join(f"{m.shape[-2]}x{m.shape[-1]}" for m in maps)
                 raise ValueError(f"{self.name}: no feature map has {min_grid}x{min_grid} cells (maps: {sizes})")
-            out.append(F.normalize(spatial[-1].flatten(2).transpose(1, 2).float(), dim=-1).cpu())
-        return torch.cat(out)
+            embeddings.append(F.normalize(out["image_features"], dim=-1).float().cpu())
+            patches.append(F.normalize(spatial[-1].flatten(2).transpose(1, 2).float(), dim=-1).cpu())
+        return torch.cat(embeddings), torch.cat(patches)
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         inner = getattr(self.tokenizer, "tokenizer", None)  # open_clip's HFTokenizer wraps a transformers one

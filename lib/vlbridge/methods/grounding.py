@@ -67,7 +67,7 @@ class Fromage(nn.Module):
         self.feature_dim = self.clip_dim
         if config.image_input == "patches":
             blank = np.zeros((1, clip.image_size, clip.image_size, 3), dtype=np.uint8)
-            self.feature_dim += clip.encode_patches(blank).numel()
+            self.feature_dim += clip.encode_images_and_patches(blank)[1].numel()
         d = lm.embed_dim
         self.image_to_lm = br.Bridge(self.feature_dim, d, config.image_tokens, config.bridge)
         self.extra = br.ExtraTokens([RET], d, lm.model.get_input_embeddings().num_embeddings)
@@ -79,10 +79,10 @@ class Fromage(nn.Module):
     def features(self, images) -> torch.Tensor:
         """What the model keeps of each image [N, feature_dim], computed once by the frozen CLIP:
         its embedding, then (image_input="patches") its patch tokens, flattened."""
-        embedding = self.clip.encode_images(images)
         if self.config.image_input == "embedding":
-            return embedding
-        return torch.cat([embedding, self.clip.encode_patches(images).flatten(1)], 1)
+            return self.clip.encode_images(images)
+        embedding, patches = self.clip.encode_images_and_patches(images)
+        return torch.cat([embedding, patches.flatten(1)], 1)
 
     def as_features(self, images) -> torch.Tensor:
         """Features [N, feature_dim] as they are, or computed from images (uint8 [N, H, W, 3] or PIL)."""
@@ -112,11 +112,9 @@ class Fromage(nn.Module):
                 if not item.strip():
                     raise ValueError(f"interleaved input item {i} is an empty string")
                 segments.append(Text(item, learn))
-            elif isinstance(item, torch.Tensor) and item.is_floating_point():
-                segments.append(self.image_segment(self.as_features(item[None])[0]))
-            elif isinstance(item, np.ndarray) or type(item).__module__.startswith("PIL"):
-                image = [item] if not isinstance(item, np.ndarray) else item[None]
-                segments.append(self.image_segment(self.features(image)[0]))
+            elif isinstance(item, (torch.Tensor, np.ndarray)) or type(item).__module__.startswith("PIL"):
+                one = item[None] if isinstance(item, (torch.Tensor, np.ndarray)) else [item]  # a batch of one
+                segments.append(self.image_segment(self.as_features(one)[0]))
             else:
                 raise TypeError(f"interleaved inputs are str, images or image features [{self.feature_dim}]; "
                                 f"item {i} is {type(item).__name__}")
