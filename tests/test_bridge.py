@@ -36,10 +36,24 @@ def test_assemble_splices_vectors_and_records_tags_and_targets(lm):
     assert batch.attention_mask[1].tolist() == [1, 1, 1] + [0] * (batch.inputs_embeds.shape[1] - 3)
     left = br.assemble(lm, [[Text("a")], [Text("a red circle")]], pad_left=True)
     assert left.attention_mask[0, -1] == 1 and left.position_ids[0, -1] == 1 and left.position_ids[1, -1] == 3
-    with pytest.raises(TypeError, match="Text and Embeds"):
+    with pytest.raises(TypeError, match="Text, Tokens and Embeds"):
         br.assemble(lm, [["plain str"]])
     with pytest.raises(ValueError, match="empty batch"):
         br.assemble(lm, [])
+
+
+def test_token_segments_equal_the_text_they_encode(lm):
+    """A sampled continuation is fed back as its ids (Tokens): the same embeddings, targets and tag
+    positions as the text that tokenizes to those ids."""
+    ids = tuple(br.token_ids(lm.tokenizer, "a red circle ."))
+    as_text = br.assemble(lm, [[Text("there is"), Text("a red circle .", learn=True)]])
+    as_ids = br.assemble(lm, [[Text("there is"), br.Tokens(ids, learn=True, tag="continuation")]])
+    assert torch.equal(as_text.inputs_embeds, as_ids.inputs_embeds)
+    assert torch.equal(as_text.targets, as_ids.targets)
+    start = 1 + len(br.token_ids(lm.tokenizer, "there is"))
+    assert as_ids.tags[0]["continuation"] == list(range(start, start + len(ids)))
+    with pytest.raises(ValueError, match="no ids"):
+        br.assemble(lm, [[br.Tokens(())]])
 
 
 def test_spliced_text_embeddings_give_the_lm_its_own_logits(lm):

@@ -4,6 +4,7 @@ from such sequences.
 
 A sequence is a list of segments:
     Text("a caption .", learn=True)   # tokens; learn=True makes them targets of the loss
+    Tokens((12, 7, 30), learn=True)   # token ids as they are (a sampled continuation)
     Embeds(vectors, tag="image")      # [n, d_lm] vectors put straight into inputs_embeds
 so "image, caption, image, caption, [RET]" is one list, and the positions of every tagged segment
 are returned for reading hidden states there.
@@ -74,6 +75,13 @@ class Text:
 
 
 @dataclass(frozen=True)
+class Tokens:
+    ids: tuple  # token ids as they are (a sampled continuation: re-tokenizing its text may differ)
+    learn: bool = False
+    tag: str = ""  # marks the positions of all its tokens
+
+
+@dataclass(frozen=True)
 class Embeds:
     vectors: torch.Tensor  # [n, d_lm]
     tag: str = ""
@@ -138,6 +146,15 @@ def assemble(lm, sequences: list[list], bos: bool = True, pad_left: bool = False
                 length += len(ids)
                 if segment.tag:
                     tags.setdefault(segment.tag, []).append(length - 1)
+            elif isinstance(segment, Tokens):
+                ids = torch.tensor(list(segment.ids), dtype=torch.long, device=device)
+                if len(ids) == 0:
+                    raise ValueError("a Tokens segment has no ids")
+                chunks.append(embedding(ids))
+                targets.append(ids if segment.learn else torch.full_like(ids, IGNORE))
+                if segment.tag:
+                    tags.setdefault(segment.tag, []).extend(range(length, length + len(ids)))
+                length += len(ids)
             elif isinstance(segment, Embeds):
                 n = len(segment.vectors)
                 chunks.append(segment.vectors.to(device=device, dtype=embedding.weight.dtype))
@@ -147,7 +164,7 @@ def assemble(lm, sequences: list[list], bos: bool = True, pad_left: bool = False
                     tags.setdefault(segment.tag, []).extend(range(length, length + n))
                 length += n
             else:
-                raise TypeError(f"a sequence holds Text and Embeds segments, got {type(segment).__name__}")
+                raise TypeError(f"a sequence holds Text, Tokens and Embeds segments, got {type(segment).__name__}")
         rows.append((torch.cat(chunks), torch.cat(targets), tags))
     width = max(len(r[0]) for r in rows)
     dim = rows[0][0].shape[1]
@@ -177,12 +194,18 @@ def forward(lm, batch: Batch, extra: ExtraTokens | None = None) -> tuple[torch.T
     return hidden, logits
 
 
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Log-probability of each target under softmax(logits / temperature) given what precedes it,
+    [B, T-1] (position t holds target t+1; 0 where there is no target)."""
+    shifted = targets[:, 1:]
+    logp = (logits[:, :-1].float() / temperature).log_softmax(-1)
+    picked = logp.gather(-1, shifted.clamp(min=0)[..., None])[..., 0]
+    return picked * (shifted != IGNORE)
+
+
 def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Summed log-probability of each sequence's targets given what precedes them, [B]."""
-    shifted = targets[:, 1:]
-    logp = logits[:, :-1].float().log_softmax(-1)
-    picked = logp.gather(-1, shifted.clamp(min=0)[..., None])[..., 0]
-    return (picked * (shifted != IGNORE)).sum(1)
+    return token_logprobs(logits, targets).sum(1)
 
 
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ from torch import nn
 from .. import bridge as br
 from .. import checkpoint
 from ..bridge import Embeds, Text
+from ..features import check_image_input, feature_dim, image_features
 from ..repro import generator
 from ..training import adamw, train_loop
 
@@ -53,21 +54,14 @@ class FromageConfig:
     seed: int = 0
 
 
-IMAGE_INPUTS = ("embedding", "patches")
-
-
 class Fromage(nn.Module):
     def __init__(self, clip, lm, config: FromageConfig):
         super().__init__()
-        if config.image_input not in IMAGE_INPUTS:
-            raise ValueError(f"image_input must be one of {', '.join(IMAGE_INPUTS)}, got {config.image_input!r}")
+        check_image_input(config.image_input)
         self.config = config
         self.clip, self.lm = clip, lm  # frozen; plain attributes, so not part of this module's parameters
         self.clip_dim = clip.embed_dim
-        self.feature_dim = self.clip_dim
-        if config.image_input == "patches":
-            blank = np.zeros((1, clip.image_size, clip.image_size, 3), dtype=np.uint8)
-            self.feature_dim += clip.encode_images_and_patches(blank)[1].numel()
+        self.feature_dim = feature_dim(clip, config.image_input)
         d = lm.embed_dim
         self.image_to_lm = br.Bridge(self.feature_dim, d, config.image_tokens, config.bridge)
         self.extra = br.ExtraTokens([RET], d, lm.model.get_input_embeddings().num_embeddings)
@@ -79,10 +73,7 @@ class Fromage(nn.Module):
     def features(self, images) -> torch.Tensor:
         """What the model keeps of each image [N, feature_dim], computed once by the frozen CLIP:
         its embedding, then (image_input="patches") its patch tokens, flattened."""
-        if self.config.image_input == "embedding":
-            return self.clip.encode_images(images)
-        embedding, patches = self.clip.encode_images_and_patches(images)
-        return torch.cat([embedding, patches.flatten(1)], 1)
+        return image_features(self.clip, images, self.config.image_input)
 
     def as_features(self, images) -> torch.Tensor:
         """Features [N, feature_dim] as they are, or computed from images (uint8 [N, H, W, 3] or PIL)."""

@@ -1,0 +1,117 @@
+"""A prefix captioner (ClipCap: Mokady, Hertz & Bermano, 2021): an MLP maps an encoder's features to
+p input embeddings of a frozen LM, put before a text prompt; the LM continues with the caption.
+
+ESPER (reward.py) trains it with reinforcement learning and no captions at all; ClipCap
+(supervised.py) with teacher-forced captions. The features can come from any encoder: CLIP images
+(features.py), or an audio encoder that was aligned to CLIP's space (audio.py).
+
+A prompt steers the frozen LM towards the kind of text wanted: PLAIN_PROMPT for a plain caption, or
+a style prompt ("news :", world.style_prompt) for a styled one. The caption is what the LM writes
+after it, until a STOP word.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .. import bridge as br
+from .. import checkpoint
+from ..bridge import Embeds, Text, Tokens
+
+PLAIN_PROMPT = "there is"
+STOP = (".", "!", "#")  # every caption style of the microworld ends its first sentence with one of these
+
+
+@dataclass
+class PrefixConfig:
+    encoder: str  # what makes the features (e.g. "micro-clip:patches"), checked when a bridge is loaded
+    feature_dim: int
+    prefix_tokens: int = 4  # p: LM input embeddings made from one set of features
+    hidden: int = 0  # the MLP's hidden width; 0: half its output (ClipCap's MLP)
+    max_new_tokens: int = 24  # three objects' phrases need about 24 tokens
+
+
+class PrefixCaptioner(nn.Module):
+    def __init__(self, lm, config: PrefixConfig):
+        super().__init__()
+        self.config, self.lm = config, lm  # the LM is frozen: a plain attribute, not a parameter
+        self.mapper = br.Bridge(config.feature_dim, lm.embed_dim, config.prefix_tokens, "mlp", config.hidden or None)
+
+    def check_features(self, features: torch.Tensor) -> torch.Tensor:
+        if not isinstance(features, torch.Tensor) or features.ndim != 2 or features.shape[1] != self.config.feature_dim:
+            shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+            raise ValueError(f"features must be a tensor [N, {self.config.feature_dim}] from {self.config.encoder}, "
+                             f"got {shape}")
+        if len(features) == 0:
+            raise ValueError("got an empty batch of features")
+        return features
+
+    def contexts(self, features: torch.Tensor | None, prompts: list[str]) -> list[list]:
+        """[prefix, prompt] per caption; features None gives the text-only LM's context [prompt]."""
+        if features is None:
+            return [[Text(p)] if p else [] for p in prompts]
+        prefixes = self.mapper(self.check_features(features))
+        if len(prefixes) != len(prompts):
+            raise ValueError(f"{len(prefixes)} feature rows but {len(prompts)} prompts")
+        return [[Embeds(x, tag="prefix"), *([Text(p)] if p else [])] for x, p in zip(prefixes, prompts)]
+
+    @torch.no_grad()
+    def sample(self, features: torch.Tensor | None, prompts: list[str], temperature: float = 0.0,
+               generator: torch.Generator | None = None, max_new_tokens: int | None = None) -> br.Generation:
+        """One batched, KV-cached generation after each context (features None: the text-only LM)."""
+        if not prompts:
+            raise ValueError("got an empty batch of prompts")
+        batch = br.assemble(self.lm, self.contexts(features, prompts), pad_left=True)
+        return br.generate(self.lm, batch, max_new_tokens or self.config.max_new_tokens, temperature, STOP,
+                           generator=generator)
+
+    def caption(self, features: torch.Tensor, prompt: str = PLAIN_PROMPT, temperature: float = 0.0,
+                generator: torch.Generator | None = None, batch_size: int = 256) -> list[str]:
+        """Captions (greedy, or sampled at `temperature`) of every row of features, after `prompt`."""
+        self.check_features(features)
+        texts = []
+        for i in range(0, len(features), batch_size):
+            chunk = features[i:i + batch_size]
+            texts += self.sample(chunk, [prompt] * len(chunk), temperature, generator).texts
+        return [t.strip() for t in texts]
+
+    def continuation(self, features: torch.Tensor | None, prompts: list[str], tokens: list[list[int]],
+                     temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher-forced pass over given continuations: the log-probability of each token under
+        softmax(logits / temperature) [B, L], the hidden state that chose it [B, L, d], and the mask of
+        real tokens [B, L] (L: the longest continuation). Differentiable in the mapper."""
+        if any(len(t) == 0 for t in tokens):
+            raise ValueError("every continuation needs at least one token")
+        sequences = [[*context, Tokens(tuple(t), learn=True, tag="continuation")]
+                     for context, t in zip(self.contexts(features, prompts), tokens, strict=True)]
+        batch = br.assemble(self.lm, sequences)
+        hidden, logits = br.forward(self.lm, batch)
+        per_position = br.token_logprobs(logits, batch.targets, temperature)
+        rows, cols = batch.positions("continuation")
+        lengths = torch.tensor([len(t) for t in tokens])
+        within = torch.cat([torch.arange(n) for n in lengths.tolist()])
+        shape = (len(tokens), int(lengths.max()))
+        logp = torch.zeros(shape, device=logits.device).index_put((rows, within), per_position[rows, cols - 1])
+        states = torch.zeros(*shape, hidden.shape[-1], device=hidden.device).index_put(
+            (rows, within), hidden[rows, cols - 1])
+        mask = (torch.arange(shape[1])[None] < lengths[:, None]).float().to(logp.device)
+        return logp, states, mask
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def save(self, folder) -> None:
+        """The mapper (safetensors) and a JSON config naming the encoder and the LM."""
+        checkpoint.save(folder, self, self.config, self._backbones(), checkpoint.backbone_dims(lm=self.lm))
+
+    def _backbones(self) -> dict:
+        return {"encoder": self.config.encoder, "lm": self.lm.name}
+
+    @classmethod
+    def load(cls, folder, lm) -> "PrefixCaptioner":
+        """A saved mapper on its LM; another LM than it was trained on is a CheckpointError."""
+        model = cls(lm, PrefixConfig(**checkpoint.read_meta(folder)["config"]))
+        checkpoint.load(folder, model, model._backbones(), checkpoint.backbone_dims(lm=lm))
+        return model.eval()

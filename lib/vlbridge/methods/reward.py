@@ -1,0 +1,245 @@
+"""ESPER (Yu, Chung et al., "Multimodal Knowledge Alignment with Reinforcement Learning", 2022):
+a prefix captioner in front of a frozen LM, trained with no caption at all.
+
+Each step samples captions for a batch of images (or sounds); the reward of a caption is an affine
+transform of the cosine similarity between the frozen CLIP embedding of its image and CLIP's text
+embedding of the caption; every token pays a KL penalty to the text-only LM (the same frozen LM, no
+prefix, same prompt), which keeps the captions fluent. Two optimisers of that same objective:
+
+- **PPO** (the paper's): a value head on the LM's hidden states, per-token rewards (the KL penalty at
+  every token, the CLIP reward at the last), GAE advantages, whitening, clipped policy and value
+  losses, several epochs of minibatches per rollout;
+- **GRPO** (Shao et al., DeepSeekMath, 2024): several samples per image; each sample's return (the
+  CLIP reward minus its summed KL penalty) is normalised within its group, so no value model is needed.
+
+The policy is softmax(logits / temperature): samples, ratios and the KL all use that distribution.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..repro import generator, progress_enabled
+from ..training import adamw, warmup_cosine
+from .prefix import PLAIN_PROMPT, PrefixCaptioner
+
+ALGORITHMS = ("ppo", "grpo")
+
+
+@dataclass
+class EsperConfig:
+    algorithm: str = "grpo"  # "ppo" (the paper's) or "grpo"
+    steps: int = 150  # rollouts
+    batch_size: int = 32  # images per rollout
+    samples: int = 4  # captions sampled per image (GRPO's group size)
+    temperature: float = 1.0
+    kl_coef: float = 0.02  # per-token KL penalty to the text-only LM (the paper: 0.15)
+    reward_scale: float = 1.0  # reward = scale * (cosine - shift)
+    reward_shift: float = 0.0
+    contrastive: bool = False  # also shift each caption's reward by its mean cosine with the other images
+    lr: float = 1e-3
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    epochs: int = 1  # passes over each rollout (the paper's PPO: 4)
+    minibatches: int = 1  # per pass (the paper's PPO: 16)
+    clip_range: float = 0.2  # of the policy ratio, and of the value change (PPO)
+    gamma: float = 1.0  # GAE discount (PPO)
+    lam: float = 0.95  # GAE lambda (PPO)
+    value_coef: float = 0.5  # weight of the value loss (PPO)
+    prompts: dict = field(default_factory=lambda: {PLAIN_PROMPT: 1.0})  # prompt -> share of rollouts
+    seed: int = 0
+
+
+# ---------------------------------------------------------------------------- the objective's pieces
+def clip_reward(clip, texts: list[str], embeddings: torch.Tensor, scale: float = 1.0, shift: float = 0.0,
+                contrastive: bool = False) -> torch.Tensor:
+    """scale * (cos(embedding, CLIP text embedding of text) - shift) for each pair, [N]. contrastive:
+    the shift of each text is also its mean cosine with the batch's other embeddings, so a caption
+    true of any picture earns nothing."""
+    if not texts:
+        raise ValueError("clip_reward got an empty batch of texts")
+    if len(texts) != len(embeddings):
+        raise ValueError(f"clip_reward got {len(texts)} texts but {len(embeddings)} embeddings")
+    text = F.normalize(clip.encode_texts([t if t.strip() else "." for t in texts]).float(), dim=-1)
+    cosines = text.to(embeddings.device) @ F.normalize(embeddings.float(), dim=-1).T
+    cosine = cosines.diagonal()
+    if contrastive:
+        others = ~(embeddings[:, None] == embeddings[None]).all(-1)  # GRPO's repeats are exact copies
+        shift = shift + (cosines * others).sum(1) / others.sum(1).clamp(min=1)
+    return scale * (cosine - shift)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """x shifted and scaled to mean 0 and variance 1 over the masked entries."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The sampled estimate of KL(policy || reference) at each token: log pi(a) - log ref(a)."""
+    return (logp - ref_logp) * mask
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):
+    """Generalised advantage estimation over [B, L] episodes that end at their last masked token
+    (the value after it is 0). Returns (advantages, returns = advantages + values)."""
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros(len(rewards), device=rewards.device)
+    next_value = torch.zeros(len(rewards), device=rewards.device)
+    for t in reversed(range(rewards.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = (delta + gamma * lam * running) * mask[:, t]
+        advantages[:, t] = running
+        next_value = values[:, t] * mask[:, t]
+    return advantages, advantages + values * mask
+
+
+def group_advantages(returns: torch.Tensor, group_size: int, eps: float = 1e-6) -> torch.Tensor:
+    """GRPO: each return minus its group's mean, over the group's standard deviation; groups are
+    consecutive runs of `group_size` samples (the captions of one image)."""
+    if group_size < 2 or len(returns) % group_size:
+        raise ValueError(f"GRPO needs groups of at least 2 samples dividing the batch; got {len(returns)} "
+                         f"returns in groups of {group_size}")
+    groups = returns.view(-1, group_size)
+    normalised = (groups - groups.mean(1, keepdim=True)) / (groups.std(1, unbiased=False, keepdim=True) + eps)
+    return normalised.view(-1)
+
+
+def clipped_policy_loss(logp, old_logp, advantages, mask, clip_range: float) -> torch.Tensor:
+    """PPO's pessimistic surrogate: mean over tokens of max(-A r, -A clip(r, 1-c, 1+c))."""
+    ratio = torch.exp(logp - old_logp)
+    loss = torch.maximum(-advantages * ratio, -advantages * ratio.clamp(1 - clip_range, 1 + clip_range))
+    return masked_mean(loss, mask)
+
+
+def clipped_value_loss(values, old_values, returns, mask, clip_range: float) -> torch.Tensor:
+    """Half the squared error, pessimistic over the new value and the old one moved at most clip_range."""
+    moved = old_values + (values - old_values).clamp(-clip_range, clip_range)
+    return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (moved - returns) ** 2), mask)
+
+
+# ---------------------------------------------------------------------------- training
+class Esper(nn.Module):
+    """The captioner being trained, and for PPO its value head."""
+
+    def __init__(self, captioner: PrefixCaptioner, clip, config: EsperConfig):
+        super().__init__()
+        if config.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {config.algorithm!r}")
+        if config.algorithm == "grpo" and config.samples < 2:
+            raise ValueError(f"GRPO compares samples of the same image: samples must be >= 2, got {config.samples}")
+        if config.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (the policy is softmax(logits / temperature)), "
+                             f"got {config.temperature}")
+        if min(config.epochs, config.minibatches, config.batch_size, config.steps) < 1:
+            raise ValueError("steps, batch_size, epochs and minibatches must all be >= 1")
+        if not config.prompts or any(w < 0 for w in config.prompts.values()) or sum(config.prompts.values()) <= 0:
+            raise ValueError(f"prompts must map each prompt to a non-negative share, some positive; "
+                             f"got {config.prompts}")
+        self.config, self.captioner, self.clip = config, captioner, clip
+        self.value = nn.Linear(captioner.lm.embed_dim, 1) if config.algorithm == "ppo" else None
+
+    def rollout(self, features: torch.Tensor, targets: torch.Tensor, prompts: list[str],
+                rng: torch.Generator) -> dict:
+        """Sample captions and score them: everything an update needs, without gradients."""
+        cfg = self.config
+        with torch.no_grad():
+            out = self.captioner.sample(features, prompts, cfg.temperature, rng)
+            reward = clip_reward(self.clip, [t.strip() for t in out.texts], targets, cfg.reward_scale, cfg.reward_shift,
+                                 cfg.contrastive)
+            logp, states, mask = self.captioner.continuation(features, prompts, out.tokens, cfg.temperature)
+            ref_logp, _, _ = self.captioner.continuation(None, prompts, out.tokens, cfg.temperature)
+            kl = kl_per_token(logp, ref_logp, mask)
+            if self.value is None:
+                returns = reward - cfg.kl_coef * kl.sum(1)
+                advantages = group_advantages(returns, cfg.samples)[:, None] * mask
+                values = None
+            else:
+                values = self.value(states)[..., 0] * mask
+                rewards = -cfg.kl_coef * kl
+                last = mask.sum(1).long() - 1
+                rewards[torch.arange(len(rewards)), last] += reward
+                advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
+                advantages = whiten(advantages, mask)
+        return {"texts": out.texts, "tokens": out.tokens, "reward": reward, "kl": kl.sum(1), "mask": mask,
+                "old_logp": logp, "advantages": advantages, "old_values": values, "returns": returns}
+
+    def update(self, roll: dict, features: torch.Tensor, prompts: list[str], rows: torch.Tensor) -> dict:
+        """The loss on the rollout rows `rows` (one minibatch)."""
+        cfg = self.config
+        tokens = [roll["tokens"][i] for i in rows.tolist()]
+        logp, states, mask = self.captioner.continuation(features[rows], [prompts[i] for i in rows.tolist()],
+                                                         tokens, cfg.temperature)
+        width = mask.shape[1]  # a minibatch's longest caption may be shorter than the rollout's
+        pick = {k: roll[k][rows][:, :width] for k in ("old_logp", "advantages")}
+        losses = {"policy": clipped_policy_loss(logp, pick["old_logp"], pick["advantages"], mask, cfg.clip_range)}
+        if self.value is not None:
+            values = self.value(states)[..., 0] * mask
+            losses["value"] = clipped_value_loss(values, roll["old_values"][rows][:, :width],
+                                                 roll["returns"][rows][:, :width], mask, cfg.clip_range)
+        losses["total"] = losses["policy"] + cfg.value_coef * losses.get("value", 0.0)
+        return losses
+
+    def fit(self, features: torch.Tensor, targets: torch.Tensor, callback=None) -> dict:
+        """Train on conditions: `features` [N, feature_dim] (what the mapper reads) and `targets`
+        [N, clip_dim] (the CLIP-space embeddings the reward compares captions with). No caption is
+        read. callback(step, model), if given, runs before each step (e.g. to caption held-out
+        images during training). Returns the log: per-step mean reward (the CLIP reward of the
+        sampled captions), KL, losses and caption length."""
+        cfg = self.config
+        self.captioner.check_features(features)
+        if len(targets) != len(features):
+            raise ValueError(f"{len(features)} feature rows but {len(targets)} reward targets")
+        rng = generator(cfg.seed, "esper-rollouts")
+        prompt_list = list(cfg.prompts)
+        shares = torch.tensor([cfg.prompts[p] for p in prompt_list], dtype=torch.float)
+        optimizer = adamw(self.parameters(), cfg.lr, cfg.weight_decay)
+        base = [g["lr"] for g in optimizer.param_groups]
+        params = [p for p in self.parameters() if p.requires_grad]
+        log, start = {}, time.time()
+        for step in tqdm(range(cfg.steps), desc=f"ESPER ({cfg.algorithm})", disable=not progress_enabled(),
+                         mininterval=2.0):
+            if callback is not None:
+                callback(step, self)
+            idx = torch.randint(len(features), (cfg.batch_size,), generator=rng)
+            prompt_idx = torch.multinomial(shares, cfg.batch_size, replacement=True, generator=rng)
+            idx = idx.repeat_interleave(cfg.samples)
+            prompts = [prompt_list[i] for i in prompt_idx.repeat_interleave(cfg.samples).tolist()]
+            self.eval()
+            roll = self.rollout(features[idx], targets[idx], prompts, rng)
+            bad = (~torch.isfinite(roll["reward"])).sum().item()
+            if bad:
+                kept = f"as after step {step - 1}" if step else "as before training"
+                raise FloatingPointError(f"ESPER step {step}: the reward is not finite for {bad} of {len(idx)} "
+                                         f"captions; training stopped, the model is {kept}")
+            self.train()
+            for group, lr in zip(optimizer.param_groups, base):
+                group["lr"] = lr * warmup_cosine(step, cfg.steps, cfg.warmup_steps)
+            losses = {}
+            for _ in range(cfg.epochs):
+                order = torch.randperm(len(idx), generator=rng)
+                for rows in order.chunk(cfg.minibatches):
+                    losses = self.update(roll, features[idx], prompts, rows)
+                    if not torch.isfinite(losses["total"]):
+                        raise FloatingPointError(f"ESPER step {step}: the loss became {losses['total'].item()}; "
+                                                 "training stopped; lower the learning rate")
+                    optimizer.zero_grad(set_to_none=True)
+                    losses["total"].backward()
+                    torch.nn.utils.clip_grad_norm_(params, 1.0)
+                    optimizer.step()
+            entry = {"reward": roll["reward"].mean(), "kl": roll["kl"].mean(),
+                     "length": roll["mask"].sum(1).mean(), **{k: v.detach() for k, v in losses.items()}}
+            for name, value in entry.items():
+                log.setdefault(name, []).append(round(float(value), 6))
+        self.eval()
+        return log | {"seconds": round(time.time() - start, 2), "steps": cfg.steps}
