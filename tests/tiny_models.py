@@ -1,27 +1,58 @@
 """Tiny random-init models of the real families, saved locally in the real formats, so the loading
-paths for real checkpoints (facebook/opt-*, open_clip ViTs) are tested without any download."""
+paths for real checkpoints (facebook/opt-*, gpt2, open_clip ViTs) are tested without any download;
+and a small COCO Karpathy split file (dataset_coco.json) over rendered microworld scenes."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 
-def byte_level_bpe(texts, vocab_size: int = 400):
-    """A byte-level BPE trained on `texts`, wrapped like OPT's tokenizer: GPT-2's byte-level BPE with
-    <s>, <pad>, </s>, <unk> as ids 0-3, </s> as both bos and eos, and </s> prepended to every text."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import GPT2TokenizerFast
+def _trained_byte_level(texts, vocab_size: int, specials: list[str]):
+    """GPT-2's byte-level BPE (every byte in the alphabet, no prefix space) trained on `texts`,
+    with `specials` as the first ids."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    specials = ["<s>", "<pad>", "</s>", "<unk>"]
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.train_from_iterator(texts, trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return tokenizer
+
+
+def byte_level_bpe(texts, vocab_size: int = 400):
+    """A byte-level BPE trained on `texts`, wrapped like OPT's tokenizer: GPT-2's byte-level BPE with
+    <s>, <pad>, </s>, <unk> as ids 0-3, </s> as both bos and eos, and </s> prepended to every text."""
+    from tokenizers import processors
+    from transformers import GPT2TokenizerFast
+
+    tokenizer = _trained_byte_level(texts, vocab_size, ["<s>", "<pad>", "</s>", "<unk>"])
     tokenizer.post_processor = processors.TemplateProcessing(
         single="</s> $A", pair="</s> $A $B", special_tokens=[("</s>", tokenizer.token_to_id("</s>"))])
     return GPT2TokenizerFast(tokenizer_object=tokenizer, bos_token="</s>", eos_token="</s>", pad_token="<pad>",
                              unk_token="<unk>", add_prefix_space=False)
+
+
+def gpt2_bpe(texts, vocab_size: int = 400):
+    """A byte-level BPE trained on `texts`, wrapped like GPT-2's tokenizer: one special token,
+    <|endoftext|>, as bos, eos and unk; no pad token; nothing added to a text."""
+    from transformers import GPT2TokenizerFast
+
+    tokenizer = _trained_byte_level(texts, vocab_size, ["<|endoftext|>"])
+    return GPT2TokenizerFast(tokenizer_object=tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                             unk_token="<|endoftext|>", add_prefix_space=False)
+
+
+def tiny_gpt2(tokenizer, hidden_size: int = 16, layers: int = 1, heads: int = 2, positions: int = 64, seed: int = 0):
+    """A random-init GPT2LMHeadModel (the gpt2 architecture: learned absolute positions, tied
+    embeddings, no pad token in its config) over `tokenizer`'s vocabulary."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(GPT2Config(
+        vocab_size=len(tokenizer), n_embd=hidden_size, n_layer=layers, n_head=heads, n_positions=positions,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
 
 
 def tiny_opt(tokenizer, hidden_size: int = 16, layers: int = 1, heads: int = 2, positions: int = 64):
@@ -53,3 +84,32 @@ def save_tiny_open_clip(folder, embed_dim: int = 16, image_size: int = 32, seed:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}, indent=2))
     return folder
+
+
+def save_tiny_karpathy(folder, splits, image_size: int = 32, start: int = 0) -> Path:
+    """A COCO Karpathy split file, folder/dataset_coco.json, in the real schema, over microworld scenes
+    start, start+1, ... (one per entry of `splits`; the scene seed is the cocoid), with five captions
+    each and the rendered images as JPEGs where COCO keeps them: folder/images/train2014/ for "train",
+    folder/images/val2014/ for the other splits (Karpathy's val, test and restval come from val2014).
+    Returns the JSON's path."""
+    from vlbridge import world
+
+    folder = Path(folder)
+    entries, sentid = [], 0
+    for imgid, (scene, split) in enumerate(zip(world.scenes(start, len(splits)), splits, strict=True)):
+        filepath = "train2014" if split == "train" else "val2014"
+        filename = f"COCO_{filepath}_{scene.seed:012d}.jpg"
+        (folder / "images" / filepath).mkdir(parents=True, exist_ok=True)
+        world.render(scene, image_size).save(folder / "images" / filepath / filename)
+        sentences = []
+        for k in range(5):
+            text = world.caption(scene, world.scene_rng(scene.seed, k))
+            raw = text[0].upper() + text[1:].replace(" .", ".") + (" " if k % 2 else "")  # as real raw text is
+            tokens = raw.lower().replace(".", " ").split()
+            sentences.append({"tokens": tokens, "raw": raw, "imgid": imgid, "sentid": sentid + k})
+        entries.append({"filepath": filepath, "sentids": [s["sentid"] for s in sentences], "filename": filename,
+                        "imgid": imgid, "split": split, "sentences": sentences, "cocoid": scene.seed})
+        sentid += len(sentences)
+    path = folder / "dataset_coco.json"
+    path.write_text(json.dumps({"images": entries, "dataset": "coco"}))
+    return path

@@ -6,27 +6,33 @@ from .dataset import ImageCaptionDataset, collate_image_captions, to_tensor
 from .errors import DataError
 from .esp import ESP_CAPTION_FIELDS, StyledRecord, load_esp
 from .images import open_image
+from .karpathy import KARPATHY_SPLITS, KARPATHY_TRAIN, KarpathyRecord, karpathy_features, load_karpathy
 from .visdial import DialogRecord, Round, load_visdial
 from .vist import StoryRecord, load_vist_sis
 from .vqax import VQAXRecord, load_vqax
 
 __all__ = [
     "ESP_CAPTION_FIELDS",
+    "KARPATHY_SPLITS",
+    "KARPATHY_TRAIN",
     "AudioRecord",
     "CaptionRecord",
     "Cc3mRecord",
     "DataError",
     "DialogRecord",
     "ImageCaptionDataset",
+    "KarpathyRecord",
     "Round",
     "StoryRecord",
     "StyledRecord",
     "VQAXRecord",
     "collate_image_captions",
+    "karpathy_features",
     "load_audio_captions",
     "load_cc3m_tsv",
     "load_coco_captions",
     "load_esp",
+    "load_karpathy",
     "load_visdial",
     "load_vist_sis",
     "load_vqax",

@@ -1,0 +1,84 @@
+"""The COCO Karpathy split (`dataset_coco.json`, as ESPER and ClipCap read it): one entry per COCO
+image with its folder (train2014/val2014), its split and its tokenized and raw captions.
+
+Karpathy's splits: 5,000 "val" and 5,000 "test" images taken from COCO val2014, the rest of val2014
+as "restval", and all of train2014 as "train"; training uses train + restval."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import DataError
+from .images import image_file, open_image
+from .jsonfile import field, read_json
+
+KARPATHY_SPLITS = ("train", "restval", "val", "test")
+KARPATHY_TRAIN = ("train", "restval")
+
+
+@dataclass(frozen=True)
+class KarpathyRecord:
+    cocoid: int
+    file_name: str  # e.g. "COCO_val2014_000000391895.jpg"
+    split: str  # one of KARPATHY_SPLITS
+    captions: tuple[str, ...]  # the sentences' raw text, without surrounding whitespace
+    image_path: Path | None  # image_root/filepath/file_name; None unless the loader was given image_root
+
+
+def _checked_splits(splits) -> tuple[str, ...]:
+    wanted = (splits,) if isinstance(splits, str) else tuple(splits)
+    unknown = [s for s in wanted if s not in KARPATHY_SPLITS]
+    if not wanted or unknown:
+        raise ValueError(f"splits must be some of {', '.join(KARPATHY_SPLITS)} (Karpathy's training set is "
+                         f"train + restval), got {splits!r}")
+    return wanted
+
+
+def load_karpathy(json_path, image_root=None, splits=KARPATHY_TRAIN) -> list[KarpathyRecord]:
+    """One record per image of the wanted `splits`, in file order. Every entry of the file is checked
+    (keys, types, split names); image files only for the wanted ones, under
+    image_root/<filepath>/<filename> (image_root holds train2014/ and val2014/)."""
+    wanted = _checked_splits(splits)
+    path = Path(json_path)
+    data = read_json(path)
+    records, seen = [], {}
+    for i, image in enumerate(field(data, "images", path, "top level", list)):
+        where = f"images[{i}]"
+        split = field(image, "split", path, where, str)
+        if split not in KARPATHY_SPLITS:
+            raise DataError(f"{path}: {where}: key 'split' should be one of {', '.join(KARPATHY_SPLITS)}, "
+                            f"got {split!r}")
+        cocoid = field(image, "cocoid", path, where, int)
+        if cocoid in seen:
+            raise DataError(f"{path}: {where}: cocoid {cocoid} appears twice (also images[{seen[cocoid]}])")
+        seen[cocoid] = i
+        folder = field(image, "filepath", path, where, str)
+        name = field(image, "filename", path, where, str)
+        captions = tuple(field(sentence, "raw", path, f"{where}, sentences[{j}]", str).strip()
+                         for j, sentence in enumerate(field(image, "sentences", path, where, list)))
+        if split not in wanted:
+            continue
+        image_path = None if image_root is None else image_file(Path(image_root) / folder, name, path, where)
+        records.append(KarpathyRecord(cocoid, name, split, captions, image_path))
+    return records
+
+
+def karpathy_features(records: list[KarpathyRecord], clip, image_input: str = "embedding",
+                      batch_size: int = 256) -> torch.Tensor:
+    """`vlbridge.features.image_features` of the records' images [N, feature_dim], opened and encoded
+    `batch_size` at a time, through CLIP's own preprocessing (resize, centre crop), so that only one
+    batch of decoded photos is in memory (all 113,287 training images at once would need ~100 GB)."""
+    from ..features import image_features
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not records:
+        raise DataError("karpathy_features got no records")
+    missing = [r.cocoid for r in records if r.image_path is None]
+    if missing:
+        raise DataError(f"{len(missing)} records have no image file (cocoid {missing[0]}, ...): pass image_root to "
+                        "load_karpathy")
+    return torch.cat([image_features(clip, [open_image(r.image_path) for r in records[i:i + batch_size]], image_input)
+                      for i in range(0, len(records), batch_size)])

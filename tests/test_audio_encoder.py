@@ -1,0 +1,100 @@
+"""The audio encoder (audio.py): stereo log-mel features, an encoder into CLIP's image space trained
+by distillation from the frozen CLIP, deterministic for a seed, and clear errors for bad input."""
+import pytest
+import torch
+
+from vlbridge import audio, backbones, world
+
+SMOKE_CLIP = "micro-clip-smoke"
+TRAIN = dict(steps=12, batch_size=32, lr=3e-3, seed=0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny convolutions gain nothing from a second thread, and on a busy 2-core machine OpenMP's
+    barriers make them ~50x slower; run this module on one thread and restore the setting after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return backbones.load_clip(SMOKE_CLIP)
+
+
+@pytest.fixture(scope="module")
+def train_scenes():
+    return world.scenes(0, 200)
+
+
+@pytest.fixture(scope="module")
+def trained(clip, train_scenes):
+    before = {k: v.clone() for k, v in clip.model.state_dict().items()}
+    encoder, log = audio.train_audio_encoder(clip, train_scenes, **TRAIN)
+    return encoder, log, before
+
+
+def test_sound_features_are_stereo_log_mels_of_each_scene():
+    scenes = world.scenes(world.HELDOUT_START, 6)
+    features = audio.sound_features(scenes)
+    assert features.shape == (6, audio.CHANNELS, audio.N_MELS, audio.FRAMES) and features.dtype == torch.float32
+    for scene, row in zip(scenes, features):  # the de-duplicated batch gives exactly the per-scene log-mels
+        assert torch.equal(row, torch.from_numpy(world.log_mel(world.render_sound(scene))))
+
+
+def test_embeddings_have_clip_width_and_unit_norm(clip, trained):
+    encoder, _, _ = trained
+    held_out = world.scenes(world.HELDOUT_START, 20)
+    emb = audio.audio_embeddings(encoder, held_out)
+    assert emb.shape == (20, clip.embed_dim) and emb.dtype == torch.float32
+    assert torch.allclose(emb.norm(dim=-1), torch.ones(20), atol=1e-5)
+    assert torch.allclose(emb, audio.audio_embeddings(encoder, audio.sound_features(held_out)), atol=1e-6)
+    assert sum(p.numel() for p in encoder.parameters()) < 400_000
+
+
+def test_training_is_deterministic(clip, train_scenes, trained):
+    encoder, log, _ = trained
+    again, log_again = audio.train_audio_encoder(clip, train_scenes, **TRAIN)
+    first, second = encoder.state_dict(), again.state_dict()
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert log["total"] == log_again["total"]
+
+
+def test_training_loss_falls_and_is_logged(trained):
+    _, log, _ = trained
+    assert log["steps"] == TRAIN["steps"] and len(log["total"]) == TRAIN["steps"]
+    assert {"cosine", "infonce", "seconds"} <= set(log)
+    assert sum(log["total"][-3:]) / 3 < sum(log["total"][:3]) / 3
+
+
+def test_encoder_is_trained_and_clip_untouched(clip, trained):
+    encoder, _, before = trained
+    after = clip.model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(p.requires_grad for p in clip.model.parameters())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TRAIN["seed"])
+        fresh = audio.AudioEncoder(clip.embed_dim)  # the weights training started from
+    assert any(not torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), encoder.state_dict().values()))
+    assert all(p.requires_grad for p in encoder.parameters())
+
+
+def test_bad_input_is_a_clear_error(clip, trained):
+    encoder, _, _ = trained
+    with pytest.raises(ValueError, match="no scenes"):
+        audio.sound_features([])
+    with pytest.raises(ValueError, match="wrap it"):
+        audio.sound_features(world.sample_scene(1))
+    with pytest.raises(ValueError, match="no scenes"):
+        audio.train_audio_encoder(clip, [], steps=2)
+    with pytest.raises(ValueError, match=r"\[N, 2, 40, frames\].*got shape \[3, 40, 63\]"):
+        audio.audio_embeddings(encoder, torch.zeros(3, 40, 63))
+    with pytest.raises(ValueError, match=r"\[N, 2, 40, frames\].*got shape \[3, 1, 40, 63\]"):
+        encoder(torch.zeros(3, 1, 40, 63))
+    with pytest.raises(ValueError, match="empty batch"):
+        encoder(torch.zeros(0, 2, 40, 63))
+    with pytest.raises(ValueError, match="must be a torch.Tensor"):
+        encoder([[0.0]])
