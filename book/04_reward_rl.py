@@ -74,7 +74,7 @@ train_scenes: int = 4000  # training images (microworld scenes, or the first Kar
 eval_scenes: int = 300  # held-out scenes every model is scored on
 image_input: str = "patches"  # what the mapper reads: the CLIP "embedding" (the paper) or it and its "patches"
 prefix_tokens: int = 8  # p (the paper: 10)
-max_new_tokens: int = 28  # three objects' phrases need about 26 tokens (the paper: 20)
+max_new_tokens: int = 24  # most three-object captions fit (the paper: 20)
 episodes: int = 128  # captions sampled per step (the paper: 128)
 grpo_group: int = 4  # GRPO: captions per image (so episodes / grpo_group images per step)
 temperature: float = 1.0  # of the policy (the paper: 0.7)
@@ -84,22 +84,24 @@ reward_scale: float = 1.0  # reward = scale * (cosine - shift)
 reward_shift: float = 0.0
 lr: float = 1e-3  # (the paper: 1e-5, for a much larger mapper)
 warmup_steps: int = 10  # (the paper's code: 100)
-steps: int = 150
+steps: int = 75
 epochs: int = 4  # passes over each rollout (the paper's PPO: 4)
 minibatches: int = 2  # per pass (the paper's PPO: 16)
 clip_range: float = 0.2
 gae_gamma: float = 1.0
 gae_lambda: float = 0.95
-supervised_steps: int = 300
+supervised_steps: int = 200
 supervised_lr: float = 3e-3
-style_steps: int = 40  # RL with the five style prompts, starting from the GRPO mapper
+style_steps: int = 15  # RL with the five style prompts, starting from the GRPO mapper
 audio_encoder_steps: int = 600
-audio_steps: int = 100
-kl_sweep: list = [0.0, 0.2]  # other KL coefficients, each a short GRPO run
-sweep_steps: int = 50
+audio_steps: int = 25
+kl_sweep: list = [0.0, 0.2]  # other KL coefficients, each a GRPO run stopped after sweep_steps
+sweep_steps: int = 10
 examples: int = 4  # held-out pictures whose captions are shown
 
 # %%
+if not 0 < sweep_steps < steps:
+    raise ValueError(f"sweep_steps must be between 0 and steps ({steps}), got {sweep_steps}")
 ch = Chapter("04_reward_rl", profile, seed=seed, threads=threads, device=device)
 clip = backbones.load_clip(clip_model, device=device, dtype=dtype)
 lm = backbones.load_lm(lm_model, device=device, dtype=dtype)
@@ -181,12 +183,27 @@ ch.record(noimage_attr_f1=floor["f1"], supervised_attr_f1=supervised_scores["f1"
 
 # %%
 shown = held_features[:examples]
-stages = {}
+stages, snapshot = {}, {}
+
+
+def fluency(captioner, features) -> float:
+    """The text-only LM's mean log-probability per token of the greedy captions."""
+    out = captioner.sample(features, [PLAIN_PROMPT] * len(features))
+    logp, _, mask = captioner.continuation(None, [PLAIN_PROMPT] * len(features), out.tokens)
+    return float((logp * mask).sum() / mask.sum())
+
+
+def early(model) -> dict:
+    """What the KL sweep compares, after sweep_steps steps."""
+    return {"f1": score(model.captioner.caption(held_features))["f1"],
+            "fluency": fluency(model.captioner, held_features), "example": model.captioner.caption(shown[:1])[0]}
 
 
 def watch(step, model):
     if step in (0, steps // 2):
         stages[f"step {step}"] = model.captioner.caption(shown)
+    if step == sweep_steps:
+        snapshot.update(early(model))
 
 
 grpo = Esper(new_captioner(), clip, esper_config("grpo"))
@@ -356,24 +373,19 @@ ch.record(audio_shape_acc=audio_table["sound captions"]["shape"], audio_shape_ch
 # %% [markdown]
 # ## What the KL coefficient does
 #
-# Short GRPO runs (`sweep_steps` each) with other KL coefficients. Beside F1: the KL the captions
-# reached, and their fluency — the text-only LM's mean log-probability per token of the greedy
-# captions (higher is more like text the LM would write).
+# GRPO runs with other KL coefficients, stopped after `sweep_steps` steps (on the same schedule),
+# beside the main run at that step. Besides F1: the mean reward and KL of the last sampled captions,
+# and their fluency — the text-only LM's mean log-probability per token of the greedy captions
+# (higher is more like text the LM would write).
 
 # %%
-def fluency(captioner, features) -> float:
-    out = captioner.sample(features, [PLAIN_PROMPT] * len(features))
-    logp, _, mask = captioner.continuation(None, [PLAIN_PROMPT] * len(features), out.tokens)
-    return float((logp * mask).sum() / mask.sum())
-
-
-sweep = {}
-for coef in sorted({*kl_sweep, kl_coef}):
-    run = Esper(new_captioner(), clip, esper_config("grpo", steps=sweep_steps, kl_coef=coef))
-    log = run.fit(train_features, train_targets)
-    sweep[coef] = {"f1": score(run.captioner.caption(held_features))["f1"], "reward": head_tail(log["reward"])[1],
-                   "kl": head_tail(log["kl"])[1], "fluency": fluency(run.captioner, held_features),
-                   "example": run.captioner.caption(shown[:1])[0]}
+sweep = {kl_coef: snapshot | {"reward": head_tail(grpo_log["reward"][:sweep_steps], 5)[1],
+                              "kl": head_tail(grpo_log["kl"][:sweep_steps], 5)[1]}}
+for coef in kl_sweep:
+    run = Esper(new_captioner(), clip, esper_config("grpo", kl_coef=coef))
+    log = run.fit(train_features, train_targets, until=sweep_steps)
+    sweep[coef] = early(run) | {"reward": head_tail(log["reward"], 5)[1], "kl": head_tail(log["kl"], 5)[1]}
+sweep = dict(sorted(sweep.items()))
 print(f"{'KL coef':>8s} {'F1':>8s} {'reward':>8s} {'KL':>8s} {'log p/token':>12s}  example")
 for coef, r in sweep.items():
     print(f"{coef:8.3f} {r['f1']:8.4f} {r['reward']:8.4f} {r['kl']:8.3f} {r['fluency']:12.3f}  {r['example']}")

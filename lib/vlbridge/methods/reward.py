@@ -190,11 +190,12 @@ class Esper(nn.Module):
         losses["total"] = losses["policy"] + cfg.value_coef * losses.get("value", 0.0)
         return losses
 
-    def fit(self, features: torch.Tensor, targets: torch.Tensor, callback=None) -> dict:
+    def fit(self, features: torch.Tensor, targets: torch.Tensor, callback=None, until: int | None = None) -> dict:
         """Train on conditions: `features` [N, feature_dim] (what the mapper reads) and `targets`
         [N, clip_dim] (the CLIP-space embeddings the reward compares captions with). No caption is
         read. callback(step, model), if given, runs before each step (e.g. to caption held-out
-        images during training). Returns the log: per-step mean reward (the CLIP reward of the
+        images during training). `until` stops after that many steps, on the schedule of
+        config.steps (to compare runs at an early step). Returns the log: per-step mean reward (the CLIP reward of the
         sampled captions), KL, losses and caption length."""
         cfg = self.config
         self.captioner.check_features(features)
@@ -207,8 +208,8 @@ class Esper(nn.Module):
         base = [g["lr"] for g in optimizer.param_groups]
         params = [p for p in self.parameters() if p.requires_grad]
         log, start = {}, time.time()
-        for step in tqdm(range(cfg.steps), desc=f"ESPER ({cfg.algorithm})", disable=not progress_enabled(),
-                         mininterval=2.0):
+        last = cfg.steps if until is None else min(until, cfg.steps)
+        for step in tqdm(range(last), desc=f"ESPER ({cfg.algorithm})", disable=not progress_enabled(), mininterval=2.0):
             if callback is not None:
                 callback(step, self)
             idx = torch.randint(len(features), (cfg.batch_size,), generator=rng)
@@ -242,4 +243,4 @@ class Esper(nn.Module):
             for name, value in entry.items():
                 log.setdefault(name, []).append(round(float(value), 6))
         self.eval()
-        return log | {"seconds": round(time.time() - start, 2), "steps": cfg.steps}
+        return log | {"seconds": round(time.time() - start, 2), "steps": len(log.get("reward", []))}
