@@ -58,6 +58,7 @@ from vlbridge.methods.prefix import PLAIN_PROMPT, PrefixCaptioner, PrefixConfig
 from vlbridge.methods.reward import Esper, EsperConfig
 from vlbridge.methods.supervised import ClipCapConfig, fit_supervised
 from vlbridge.plots import curves, image_grid
+from vlbridge.probes import repeat_copy_accuracy
 from vlbridge.repro import generator
 
 # %% tags=["parameters"]
@@ -282,6 +283,23 @@ ax.set_ylabel("attribute F1")
 ax.legend(fontsize=7)
 ch.figure(fig, "methods")
 plt.show()
+
+# %% [markdown]
+# **Shape stays at chance for every method, the supervised one included.** The reason is in the
+# frozen LM, not in the bridges: shown a caption twice, it copies the colour words of the first copy
+# into the second, but not the shape words — its next-token choice of shape ignores its context.
+# No prefix can make it write a shape it does not copy from its own context (chapter 3's FROMAGe
+# bridge hits the same wall).
+
+# %%
+size_words = tuple(w for words in world.vocab.SIZE_WORDS.values() for w in words)
+copied = repeat_copy_accuracy(lm, [world.canonical_caption(s) for s in held],
+                              {"shape": world.SHAPES, "colour": world.COLOUR_NAMES, "size": size_words,
+                               "position": world.vocab.ROW_WORDS + world.vocab.COL_WORDS})
+print("the LM's greedy next word in the second copy of 'caption caption', right: "
+      + ", ".join(f"{kind} {acc:.4f}" for kind, acc in copied.items()))
+print(f"(guessing: shape {1 / len(world.SHAPES):.4f}, colour {1 / len(world.COLOUR_NAMES):.4f}, size 0.5)")
+ch.record(lm_copies_shape=copied["shape"], lm_copies_colour=copied["colour"])
 
 # %% [markdown]
 # ## Styles (ESPER-Style)

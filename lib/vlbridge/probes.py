@@ -98,3 +98,24 @@ def vqa_from_text(lm, items, with_caption: bool) -> dict:
         "rationale_acc": float(np.mean([rationale_true(r, it.scene) for (_, r), it in zip(answers, items)])),
         "example": f"{prompts[0]} {outputs[0]}",
     }
+
+
+@torch.no_grad()
+def repeat_copy_accuracy(lm, captions: list[str], kinds: dict[str, tuple]) -> dict[str, float]:
+    """How often the LM's greedy next token is right for the words of each kind (e.g. "shape":
+    world.SHAPES) in the second half of "caption caption": there, every such word can be copied from
+    the first half, so an LM that copies gets it right whatever the word."""
+    tok = lm.tokenizer
+    hits = {kind: [0, 0] for kind in kinds}
+    for caption in captions:
+        first = br.token_ids(tok, caption)
+        ids = first + br.token_ids(tok, caption)
+        x = torch.tensor([[tok.bos_token_id, *ids]], device=lm.model.device)
+        predicted = lm.model(x).logits[0, :-1].argmax(-1).tolist()  # position i predicts ids[i]
+        for i in range(len(first), len(ids)):
+            word = tok.decode([ids[i]]).strip()
+            for kind, words in kinds.items():
+                if word in words:
+                    hits[kind][0] += predicted[i] == ids[i]
+                    hits[kind][1] += 1
+    return {kind: right / max(total, 1) for kind, (right, total) in hits.items()}
