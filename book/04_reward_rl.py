@@ -29,12 +29,13 @@
 # **Baselines in the same run.** The upper bound is the same mapper trained *with* captions
 # (ClipCap: teacher-forced cross-entropy); the floor is the frozen LM with no picture at all.
 #
-# **One change, measured below.** With the plain cosine reward the policy found, within 50 steps, a
-# caption that fits every picture a little — *there is one object .* — and wrote it for all
-# images (greedy attribute F1 0.0). So the reward here is **contrastive**: each caption's cosine to
-# its own image minus its mean cosine to the other images of the rollout — still an affine
-# transform of the cosine, with a per-caption shift, and a caption true of any picture earns
-# nothing. (`--set contrastive_reward=false` runs the paper's reward.)
+# **One change.** With the plain cosine reward, in the runs made while building this chapter (KL
+# 0.02–0.15, temperature 0.7–1), the policy found within 50 steps a caption that fits every picture
+# a little — *one object .* or *no .* — and wrote it for almost every image (greedy attribute F1
+# 0.00–0.12). So the reward here is **contrastive**: each caption's cosine to its own image minus its
+# mean cosine to the other images of the rollout — still an affine transform of the cosine, with a
+# per-caption shift, and a caption true of any picture earns nothing. (`--set
+# contrastive_reward=false` runs the paper's reward.)
 
 # %%
 import copy
@@ -81,7 +82,7 @@ grpo_group: int = 4  # GRPO: captions per image (so episodes / grpo_group images
 temperature: float = 1.0  # of the policy (the paper: 0.7)
 kl_coef: float = 0.02  # per-token KL penalty to the text-only LM (the paper: 0.15)
 contrastive_reward: bool = True  # shift each caption's reward by its mean cosine with the rollout's other images
-reward_scale: float = 1.0  # reward = scale * (cosine - shift)
+reward_scale: float = 1.0  # the reward is scale * (cosine - shift)
 reward_shift: float = 0.0
 lr: float = 1e-3  # (the paper: 1e-5, for a much larger mapper)
 warmup_steps: int = 10  # (the paper's code: 100)
@@ -427,4 +428,28 @@ print("reloaded captions identical:", reloaded.caption(held_features[:20]) == gr
 # **What this shows** (numbers of the default profile; the smoke profile trains for seconds and its
 # numbers only show that the code runs).
 #
-# _Written after the run: see the note at the end of the chapter's first default execution._
+# - **A frozen LM learns to caption from a reward alone.** No caption was read: the mean reward of
+#   the sampled captions rose from 0.05 to 0.40 in 75 steps, and greedy captions of held-out scenes
+#   reach attribute F1 0.48 (GRPO) and 0.50 (PPO), against 0.31 for the LM without a picture and
+#   0.61 for the same mapper trained on captions (ClipCap): RL gets 0.80 of the supervised score.
+#   Colour and position carry the gain; position stays far below the supervised mapper's.
+# - **PPO and GRPO end level** with the same captions and updates per step (0.50 and 0.48 here; one
+#   seed, so the gap is within what a seed moves). GRPO needs no value head, only several captions of
+#   each image.
+# - **Shape stays at chance for every method, supervised included**, and the reason is the frozen
+#   LM: it copies colour from its own context (0.89) but not shape (0.31, a guess). A prefix steers
+#   the LM by what the LM is willing to copy.
+# - **Styles.** Prompted with a style, the plain RL mapper already writes in that style most of the
+#   time (style accuracy 0.83 on average, 0.65 for news); 15 RL steps with the style prompts raise it to
+#   0.97, and the styled captions keep their content (F1 0.48, 0.99 of the unstyled captions').
+# - **Sounds.** Captioned through an audio encoder that was only ever aligned to CLIP's image space,
+#   sounds get their audible attributes: position precision 0.55 against 0.15 by chance, size 0.65
+#   against 0.55. Colour, which no sound carries, is at chance (0.22 against 0.23): the captions name
+#   a colour, and it is a guess. Shape is at chance too, for the LM's reason above, although pitch
+#   is shape.
+# - **The KL leash** trades reward for fluency: after 10 steps, with no KL the captions have drifted
+#   furthest from the text-only LM (KL 2.2, log-probability per token −1.08); at 0.2 they stay close
+#   (KL 0.38, −0.88) but learn least (F1 0.29, reward 0.04). 0.02 sits between.
+#
+# The paper reports its numbers on COCO with GPT-2 and CLIP ViT-B/32 (`params/paper-esper.yaml`);
+# none of them is comparable to these, which come from a microworld and two tiny stand-ins.
