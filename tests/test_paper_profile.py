@@ -3,20 +3,17 @@
 CC3M TSV in FROMAGe's layout with rendered microworld images: load both backbones in bf16 by path,
 encode the TSV's images, train FROMAGe with the profile's hyperparameters for a few steps, caption
 and retrieve."""
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from tiny_models import byte_level_bpe, save_tiny_open_clip, tiny_opt
+from tiny_models import backbone_weights, byte_level_bpe, paper_profile, save_tiny_open_clip, tiny_opt
 from vlbridge import backbones, config, world
 from vlbridge.data import DataError
 from vlbridge.data.cc3m import cc3m_pairs
 from vlbridge.methods.grounding import Fromage, FromageConfig
 from vlbridge.world.export import export
 
-PROFILE = Path(__file__).resolve().parents[1] / "params" / "paper-fromage.yaml"
 IMAGES = 6
 
 
@@ -33,17 +30,8 @@ def local(tmp_path_factory):
     return root
 
 
-def paper_profile() -> dict:
-    return yaml.safe_load(PROFILE.read_text())
-
-
-def backbone_weights(lm, clip) -> dict:
-    return {f"{tower}.{k}": v for tower, model in (("lm", lm.model), ("clip", clip.model))
-            for k, v in model.state_dict().items()}
-
-
 def test_the_profile_holds_the_papers_values():
-    profile = paper_profile()
+    profile = paper_profile("paper-fromage")
     assert set(profile) == {"description", "common", "03_grounding"}
     assert profile["common"] == {"seed": 0, "threads": 8, "device": "cuda", "dtype": "bfloat16",
                                   "clip_model": "ViT-L-14/openai", "lm_model": "facebook/opt-6.7b"}
@@ -56,7 +44,7 @@ def test_the_profile_validates_against_chapter_03():
     if "03_grounding" not in config.chapters():
         pytest.skip("book/03_grounding.py does not exist yet: profile sections are validated against chapters")
     merged = config.merged_parameters("03_grounding", "paper-fromage")
-    expected = paper_profile()["common"] | paper_profile()["03_grounding"]
+    expected = paper_profile("paper-fromage")["common"] | paper_profile("paper-fromage")["03_grounding"]
     assert {k: merged[k] for k in expected} == expected
 
 
@@ -69,7 +57,7 @@ def test_dtype_must_be_a_known_name():
 def test_paper_path_end_to_end_in_bf16(local):
     """bf16 runs on CPU here (recent PyTorch has bf16 CPU kernels for all of it) and fast at this size,
     so this is the paper's precision: frozen backbones in bf16, the trained parts in float32."""
-    profile = paper_profile()
+    profile = paper_profile("paper-fromage")
     dtype = profile["common"]["dtype"]
     lm = backbones.load_lm(str(local / "opt"), dtype=dtype)
     clip = backbones.load_clip(str(local / "clip"), dtype=dtype)

@@ -3,19 +3,16 @@ GPT-2 with GPT-2's tokenizer layout: byte-level BPE, <|endoftext|> as bos, eos a
 an open_clip ViT) saved locally in the real formats, and a COCO Karpathy split file with rendered
 microworld images: load both backbones by path, encode Karpathy's training images, train ESPER's PPO
 with the profile's hyperparameters for a few steps, caption."""
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from tiny_models import gpt2_bpe, save_tiny_karpathy, save_tiny_open_clip, tiny_gpt2
+from tiny_models import backbone_weights, gpt2_bpe, paper_profile, save_tiny_karpathy, save_tiny_open_clip, tiny_gpt2
 from vlbridge import backbones, bridge, config, features, world
 from vlbridge.data import karpathy_features, load_karpathy, open_image
 from vlbridge.methods.prefix import STOP, PrefixCaptioner, PrefixConfig
 from vlbridge.methods.reward import Esper, EsperConfig
 
-PROFILE = Path(__file__).resolve().parents[1] / "params" / "paper-esper.yaml"
 SPLITS = ["train", "restval", "train", "val", "restval", "test", "train", "restval"]  # 6 training images
 TRAIN = 6
 CLIP_DIM = 16
@@ -44,17 +41,8 @@ def local(tmp_path_factory):
     return root
 
 
-def paper_profile() -> dict:
-    return yaml.safe_load(PROFILE.read_text())
-
-
-def backbone_weights(lm, clip) -> dict:
-    return {f"{tower}.{k}": v for tower, model in (("lm", lm.model), ("clip", clip.model))
-            for k, v in model.state_dict().items()}
-
-
 def test_the_profile_holds_the_papers_values():
-    profile = paper_profile()
+    profile = paper_profile("paper-esper")
     assert set(profile) == {"description", "common", "04_reward_rl"}
     assert profile["common"] == {"seed": 0, "threads": 8, "device": "cuda", "dtype": "float32",
                                   "clip_model": "ViT-B-32/openai", "lm_model": "gpt2"}
@@ -74,7 +62,7 @@ def test_the_profile_validates_against_chapter_04():
     if "04_reward_rl" not in config.chapters():
         pytest.skip("book/04_reward_rl.py does not exist yet: profile sections are validated against chapters")
     merged = config.merged_parameters("04_reward_rl", "paper-esper")
-    expected = paper_profile()["common"] | paper_profile()["04_reward_rl"]
+    expected = paper_profile("paper-esper")["common"] | paper_profile("paper-esper")["04_reward_rl"]
     assert {k: merged[k] for k in expected} == expected
 
 
@@ -112,7 +100,7 @@ def test_gpt2_left_padding_and_teacher_forcing_agree(local):
 
 
 def test_paper_path_end_to_end(local, tmp_path):
-    profile = paper_profile()
+    profile = paper_profile("paper-esper")
     common, section = profile["common"], profile["04_reward_rl"]
     lm = backbones.load_lm(str(local / "gpt2"), dtype=common["dtype"])
     clip = backbones.load_clip(f"local-dir:{local / 'clip'}", dtype=common["dtype"])

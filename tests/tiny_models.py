@@ -113,3 +113,16 @@ def save_tiny_karpathy(folder, splits, image_size: int = 32, start: int = 0) -> 
     path = folder / "dataset_coco.json"
     path.write_text(json.dumps({"images": entries, "dataset": "coco"}))
     return path
+
+
+def paper_profile(name: str) -> dict:
+    """params/<name>.yaml as written (not merged with a chapter's defaults)."""
+    import yaml
+
+    return yaml.safe_load((Path(__file__).resolve().parents[1] / "params" / f"{name}.yaml").read_text())
+
+
+def backbone_weights(lm, clip) -> dict:
+    """Every frozen weight of both backbones by name, to check that training left them untouched."""
+    return {f"{tower}.{k}": v for tower, model in (("lm", lm.model), ("clip", clip.model))
+            for k, v in model.state_dict().items()}
