@@ -195,8 +195,8 @@ class Esper(nn.Module):
         [N, clip_dim] (the CLIP-space embeddings the reward compares captions with). No caption is
         read. callback(step, model), if given, runs before each step (e.g. to caption held-out
         images during training). `until` stops after that many steps, on the schedule of
-        config.steps (to compare runs at an early step). Returns the log: per-step mean reward (the CLIP reward of the
-        sampled captions), KL, losses and caption length."""
+        config.steps (to compare runs at an early step). Returns the log: per-step mean reward (the
+        CLIP reward of the sampled captions), KL, losses and caption length."""
         cfg = self.config
         self.captioner.check_features(features)
         if len(targets) != len(features):
