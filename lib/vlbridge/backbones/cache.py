@@ -10,9 +10,12 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+import torch
+
 from ..paths import cache_root, replace_path
 
 CACHE_FORMAT = 1  # bump when the layout of a cached artefact changes
+BUILD_THREADS = 2  # torch threads of every build (the thread count the published stand-ins were built with)
 _PACKAGE = Path(__file__).resolve().parents[1]
 _BUILD_CODE = ("world", "backbones")  # the packages whose code decides what a recipe builds
 
@@ -45,11 +48,16 @@ def build_cached(kind: str, recipe: dict, build) -> Path:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.building-"))
+    threads = torch.get_num_threads()
     try:
+        # A build's weights depend on the thread count (sums run in another order), so every build
+        # uses the same one: a stand-in is then the same whoever builds it (a test on 1 thread too).
+        torch.set_num_threads(BUILD_THREADS)
         build(stage)
         # recipe.json last: its presence marks a complete build.
         (stage / "recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True) + "\n")
         replace_path(stage, final)
     finally:
+        torch.set_num_threads(threads)
         shutil.rmtree(stage, ignore_errors=True)
     return final
