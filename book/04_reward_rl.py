@@ -170,7 +170,8 @@ floor = score(blind)
 supervised = new_captioner()
 sup_log = fit_supervised(supervised, train_features, lambda i, step: train_captions[i],
                          ClipCapConfig(steps=supervised_steps, lr=supervised_lr, seed=seed))
-supervised_scores = score(supervised.caption(held_features))
+supervised_captions = supervised.caption(held_features)
+supervised_scores = score(supervised_captions)
 print(f"no image:   F1 {floor['f1']:.4f}   e.g. '{blind[0].strip()}'")
 print(f"supervised: F1 {supervised_scores['f1']:.4f}   ({supervised_steps} steps, took {sup_log['seconds']:.1f} s)")
 ch.record(noimage_attr_f1=floor["f1"], supervised_attr_f1=supervised_scores["f1"],
@@ -236,7 +237,8 @@ plt.show()
 # %%
 ppo = Esper(new_captioner(), clip, esper_config("ppo"))
 ppo_log = ppo.fit(train_features, train_targets)
-ppo_scores = score(ppo.captioner.caption(held_features))
+ppo_captions = ppo.captioner.caption(held_features)
+ppo_scores = score(ppo_captions)
 print(f"PPO: {steps} steps x {episodes} captions (took {ppo_log['seconds']:.1f} s); F1 {ppo_scores['f1']:.4f}")
 
 
@@ -266,13 +268,13 @@ plt.show()
 # ## RL against the floor and the upper bound
 
 # %%
-rows = {"no image (floor)": blind, "ESPER, PPO": ppo.captioner.caption(held_features),
-        "ESPER, GRPO": grpo_captions, "ClipCap, supervised": supervised.caption(held_features)}
+rows = {"no image (floor)": (blind, floor), "ESPER, PPO": (ppo_captions, ppo_scores),
+        "ESPER, GRPO": (grpo_captions, grpo_scores), "ClipCap, supervised": (supervised_captions, supervised_scores)}
 print(f"{'':22s} F1      " + "  ".join(f"{a:>8s}" for a in ALL_ATTRIBUTES))
 by_method = {}
-for name, caps in rows.items():
+for name, (caps, overall) in rows.items():
     by_method[name] = {a: score(caps, attributes=(a,))["f1"] for a in ALL_ATTRIBUTES}
-    print(f"{name:22s} {score(caps)['f1']:.4f}  " + "  ".join(f"{by_method[name][a]:8.4f}" for a in ALL_ATTRIBUTES))
+    print(f"{name:22s} {overall['f1']:.4f}  " + "  ".join(f"{by_method[name][a]:8.4f}" for a in ALL_ATTRIBUTES))
 print(f"\nGRPO / supervised: {grpo_scores['f1'] / supervised_scores['f1']:.3f};  "
       f"GRPO - floor: {grpo_scores['f1'] - floor['f1']:+.4f}")
 fig, ax = plt.subplots(figsize=(7, 3))
@@ -365,8 +367,10 @@ print(f"{len(records)} records read back; the first: {records[0].captions}")
 
 # %%
 sound_pool = world.scenes(0, train_scenes)  # sounds of microworld scenes, whatever the pictures were
-audio_encoder, audio_log = train_audio_encoder(clip, sound_pool, steps=audio_encoder_steps, seed=seed)
-train_audio = audio_embeddings(audio_encoder, sound_features(sound_pool))
+train_sounds = sound_features(sound_pool)
+audio_encoder, audio_log = train_audio_encoder(clip, sound_pool, steps=audio_encoder_steps, seed=seed,
+                                               sounds=train_sounds)
+train_audio = audio_embeddings(audio_encoder, train_sounds)
 held_audio = audio_embeddings(audio_encoder, sound_features(held))
 cosine = (held_audio * held_features[:, :clip.embed_dim]).sum(1)
 print(f"audio encoder: {audio_encoder_steps} steps (took {audio_log['seconds']:.1f} s); cosine to its image's "

@@ -55,8 +55,10 @@ def test_embeddings_have_clip_width_and_unit_norm(clip, trained):
 
 
 def test_training_is_deterministic(clip, train_scenes, trained):
+    """A second training, given the sounds the first computed for itself, gives the same weights."""
     encoder, log, _ = trained
-    again, log_again = audio.train_audio_encoder(clip, train_scenes, **TRAIN)
+    again, log_again = audio.train_audio_encoder(clip, train_scenes, sounds=audio.sound_features(train_scenes),
+                                                 **TRAIN)
     first, second = encoder.state_dict(), again.state_dict()
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
@@ -90,6 +92,8 @@ def test_bad_input_is_a_clear_error(clip, trained):
         audio.sound_features(world.sample_scene(1))
     with pytest.raises(ValueError, match="no scenes"):
         audio.train_audio_encoder(clip, [], steps=2)
+    with pytest.raises(ValueError, match="3 scenes but sounds for 2"):
+        audio.train_audio_encoder(clip, world.scenes(0, 3), steps=2, sounds=audio.sound_features(world.scenes(0, 2)))
     with pytest.raises(ValueError, match=r"\[N, 2, 40, frames\].*got shape \[3, 40, 63\]"):
         audio.audio_embeddings(encoder, torch.zeros(3, 40, 63))
     with pytest.raises(ValueError, match=r"\[N, 2, 40, frames\].*got shape \[3, 1, 40, 63\]"):
