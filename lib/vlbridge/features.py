@@ -32,3 +32,16 @@ def feature_dim(clip, image_input: str = "embedding") -> int:
         return clip.embed_dim
     blank = np.zeros((1, clip.image_size, clip.image_size, 3), dtype=np.uint8)
     return image_features(clip, blank, image_input).shape[1]
+
+
+def image_file_features(clip, paths, image_input: str = "embedding", batch_size: int = 256) -> torch.Tensor:
+    """`image_features` of image files [N, feature_dim], opened and encoded `batch_size` at a time
+    through CLIP's own preprocessing (resize, centre crop), so that only one batch of decoded photos
+    is in memory (a dataset's worth at once would not fit: COCO's 113,287 need ~100 GB)."""
+    from .data.images import open_image
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    paths = list(paths)
+    return torch.cat([image_features(clip, [open_image(p) for p in paths[i:i + batch_size]], image_input)
+                      for i in range(0, len(paths), batch_size)])

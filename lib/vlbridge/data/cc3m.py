@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
+from ..features import image_file_features
 from .errors import DataError
-from .images import image_file, open_image
+from .images import image_file
 from .jsonfile import read_text
 
 FROMAGE_HEADER = ("caption", "image")
@@ -68,6 +69,5 @@ def cc3m_pairs(tsv, image_dir, clip, limit: int | None = None, batch_size: int =
     records = records[:limit]
     if not records:
         raise DataError(f"{tsv}: no image-caption pairs")
-    embeddings = [clip.encode_images([open_image(r.image_path) for r in records[i:i + batch_size]], batch_size)
-                  for i in range(0, len(records), batch_size)]
-    return torch.cat(embeddings), [r.caption for r in records]
+    embeddings = image_file_features(clip, [r.image_path for r in records], "embedding", batch_size)
+    return embeddings, [r.caption for r in records]

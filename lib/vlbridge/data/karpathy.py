@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
+from ..features import image_file_features
 from .errors import DataError
-from .images import image_file, open_image
+from .images import image_file
 from .jsonfile import field, read_json
 
 KARPATHY_SPLITS = ("train", "restval", "val", "test")
@@ -68,10 +69,7 @@ def load_karpathy(json_path, image_root=None, splits=KARPATHY_TRAIN) -> list[Kar
 def karpathy_features(records: list[KarpathyRecord], clip, image_input: str = "embedding",
                       batch_size: int = 256) -> torch.Tensor:
     """`vlbridge.features.image_features` of the records' images [N, feature_dim], opened and encoded
-    `batch_size` at a time, through CLIP's own preprocessing (resize, centre crop), so that only one
-    batch of decoded photos is in memory (all 113,287 training images at once would need ~100 GB)."""
-    from ..features import image_features
-
+    `batch_size` at a time (features.image_file_features)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not records:
@@ -80,5 +78,4 @@ def karpathy_features(records: list[KarpathyRecord], clip, image_input: str = "e
     if missing:
         raise DataError(f"{len(missing)} records have no image file (cocoid {missing[0]}, ...): pass image_root to "
                         "load_karpathy")
-    return torch.cat([image_features(clip, [open_image(r.image_path) for r in records[i:i + batch_size]], image_input)
-                      for i in range(0, len(records), batch_size)])
+    return image_file_features(clip, [r.image_path for r in records], image_input, batch_size)
