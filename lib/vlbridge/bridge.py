@@ -48,12 +48,15 @@ class Bridge(nn.Module):
 class ExtraTokens(nn.Module):
     """Tokens the LM never had (FROMAGe's [RET]): each has its own trainable input embedding and
     output vector, appended after the LM's vocabulary (ids V, V+1, ...). The LM's own embedding
-    matrix is untouched."""
+    matrix is untouched. Input embeddings start at `input_init` (e.g. the mean of the LM's token
+    embeddings, where the LM reads them like an ordinary word) plus noise."""
 
-    def __init__(self, names: list[str], lm_dim: int, vocab_size: int, init_std: float = 0.02):
+    def __init__(self, names: list[str], lm_dim: int, vocab_size: int, init_std: float = 0.02,
+                 input_init: torch.Tensor | None = None):
         super().__init__()
         self.names, self.vocab_size = list(names), vocab_size
-        self.input = nn.Parameter(torch.randn(len(names), lm_dim) * init_std)
+        start = torch.zeros(lm_dim) if input_init is None else input_init.detach().float()
+        self.input = nn.Parameter(start + torch.randn(len(names), lm_dim) * init_std)
         self.output = nn.Parameter(torch.randn(len(names), lm_dim) * init_std)
         self.bias = nn.Parameter(torch.zeros(len(names)))
 

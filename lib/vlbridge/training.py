@@ -26,11 +26,14 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def train_loop(model, optimizer, steps: int, warmup: int, loss_fn, desc: str, clip_grad: float = 1.0) -> dict:
+def train_loop(model, optimizer, steps: int, warmup: int, loss_fn, desc: str, clip_grad: float = 1.0,
+               clip_groups: list | None = None) -> dict:
     """Run `steps` optimiser steps of loss_fn(step), which returns a scalar loss or a dict of named
-    losses whose "total" is optimised; every loss is logged each step. Returns the training log."""
+    losses whose "total" is optimised; every loss is logged each step. Gradients are clipped to norm
+    `clip_grad`, jointly, or per group of parameters in `clip_groups` (parts trained by different
+    losses: one loss's large gradient then cannot shrink another's steps). Returns the training log."""
     base = [g["lr"] for g in optimizer.param_groups]
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+    groups = clip_groups or [[p for g in optimizer.param_groups for p in g["params"]]]
     log = {}
     start = time.time()
     model.train()
@@ -45,7 +48,8 @@ def train_loop(model, optimizer, steps: int, warmup: int, loss_fn, desc: str, cl
             raise FloatingPointError(f"{desc}: loss became {total.item()} at step {step}; lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
         total.backward()
-        torch.nn.utils.clip_grad_norm_(params, clip_grad)
+        for group in groups:
+            torch.nn.utils.clip_grad_norm_(group, clip_grad)
         optimizer.step()
         for name, value in losses.items():
             log.setdefault(name, []).append(round(value.item(), 6))

@@ -64,7 +64,10 @@ class Fromage(nn.Module):
         self.feature_dim = feature_dim(clip, config.image_input)
         d = lm.embed_dim
         self.image_to_lm = br.Bridge(self.feature_dim, d, config.image_tokens, config.bridge)
-        self.extra = br.ExtraTokens([RET], d, lm.model.get_input_embeddings().num_embeddings)
+        # [RET] starts as an average word: from a random start, how well it learned to retrieve
+        # depended on the seed (R@1 0.21-0.46 after 120 steps; from the mean, 0.49 for both seeds).
+        words = lm.model.get_input_embeddings().weight
+        self.extra = br.ExtraTokens([RET], d, len(words), input_init=words.mean(0))
         self.text_to_retrieval = nn.Linear(d, config.retrieval_dim)
         self.image_to_retrieval = nn.Linear(self.clip_dim, config.retrieval_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
@@ -87,7 +90,12 @@ class Fromage(nn.Module):
     # ------------------------------------------------------------------ sequences
     def image_segment(self, features: torch.Tensor) -> Embeds:
         """One image (its features [feature_dim]) as k LM input embeddings."""
-        return Embeds(self.image_to_lm(features[None])[0], tag="image")
+        return self.image_segments(features[None])[0]
+
+    def image_segments(self, features: torch.Tensor) -> list[Embeds]:
+        """Images (features [N, feature_dim]) as k LM input embeddings each, in one pass of the bridge
+        (one matrix product, not N: in training its gradient is the costly part)."""
+        return [Embeds(vectors, tag="image") for vectors in self.image_to_lm(features)]
 
     def ret_segment(self) -> Embeds:
         return Embeds(self.extra.embedding(RET), tag="ret", target=self.extra.id(RET))
@@ -157,10 +165,11 @@ class Fromage(nn.Module):
         retrieval sequences are cheap, and contrastive learning gains from more negatives."""
         queries = queries or captions
         caption_seqs, retrieval_seqs, targets = [], [], []
+        shown = sorted({i for example in pairs[:captioned] for i in example})
+        images = dict(zip(shown, self.image_segments(features[shown])))
         for n, example in enumerate(pairs):
             if captioned is None or n < captioned:
-                caption_seqs.append([s for i in example for s in (self.image_segment(features[i]),
-                                                                   Text(captions[i], learn=True))])
+                caption_seqs.append([s for i in example for s in (images[i], Text(captions[i], learn=True))])
             retrieval_seq = []
             for i in example:
                 retrieval_seq = self._end_query([*retrieval_seq, Text(queries[i], learn=True)])
@@ -204,7 +213,11 @@ class Fromage(nn.Module):
             return self.losses(features, captions, pairs, queries, captioned=cfg.batch_size)
 
         optimizer = adamw(self.parameters(), cfg.lr, cfg.weight_decay)
-        return train_loop(self, optimizer, cfg.steps, cfg.warmup_steps, loss_fn, "FROMAGe")
+        # The captioning loss trains the image bridge, the retrieval losses everything else.
+        bridge = list(self.image_to_lm.parameters())
+        retrieval = [p for p in self.parameters() if all(p is not b for b in bridge)]
+        return train_loop(self, optimizer, cfg.steps, cfg.warmup_steps, loss_fn, "FROMAGe",
+                          clip_groups=[bridge, retrieval])
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -213,7 +226,7 @@ class Fromage(nn.Module):
         features = self.as_features(images)
         texts = []
         for i in range(0, len(features), batch_size):
-            batch = br.assemble(self.lm, [[self.image_segment(f)] for f in features[i:i + batch_size]], pad_left=True)
+            batch = br.assemble(self.lm, [[s] for s in self.image_segments(features[i:i + batch_size])], pad_left=True)
             texts += br.generate(self.lm, batch, max_new_tokens, temperature).texts
         return [t.strip() for t in texts]
 
