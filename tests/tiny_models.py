@@ -66,16 +66,33 @@ def tiny_opt(tokenizer, hidden_size: int = 16, layers: int = 1, heads: int = 2, 
         pad_token_id=tokenizer.pad_token_id))
 
 
-def save_tiny_open_clip(folder, embed_dim: int = 16, image_size: int = 32, seed: int = 0) -> Path:
-    """A random-init open_clip ViT-B/L-style CLIP (one layer per tower, OpenAI's text vocabulary so
-    open_clip's default tokenizer fits) saved as open_clip_config.json + open_clip_model.safetensors:
-    the folder layout `load_open_clip` reads as 'local-dir:'."""
+def tiny_gptj(tokenizer, hidden_size: int = 32, layers: int = 1, heads: int = 2, positions: int = 128):
+    """A random-init GPTJForCausalLM (the EleutherAI/gpt-j-6b architecture: rotary positions on part of
+    each head, parallel attention and MLP) over `tokenizer`'s vocabulary (GPT-J uses GPT-2's)."""
+    import torch
+    from transformers import GPTJConfig, GPTJForCausalLM
+
+    torch.manual_seed(0)
+    return GPTJForCausalLM(GPTJConfig(
+        vocab_size=len(tokenizer), n_embd=hidden_size, n_layer=layers, n_head=heads, n_positions=positions,
+        rotary_dim=hidden_size // heads // 2, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id))
+
+
+def save_tiny_open_clip(folder, embed_dim: int = 16, image_size: int = 32, seed: int = 0,
+                        resnet: bool = False) -> Path:
+    """A random-init open_clip CLIP, ViT-B/L-style or (resnet=True) RN50x16-style (a ModifiedResNet
+    image tower), one layer per stage, OpenAI's text vocabulary so open_clip's default tokenizer
+    fits, saved as open_clip_config.json + open_clip_model.safetensors: the folder layout
+    `load_open_clip` reads as 'local-dir:'."""
     import open_clip
     import torch
     from safetensors.torch import save_file
 
+    vision = ({"image_size": image_size, "layers": [1, 1, 1, 1], "width": 16, "patch_size": None} if resnet else
+              {"image_size": image_size, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16})
     cfg = {"embed_dim": embed_dim,
-           "vision_cfg": {"image_size": image_size, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+           "vision_cfg": vision,
            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
     torch.manual_seed(seed)
     model = open_clip.CLIP(**cfg)

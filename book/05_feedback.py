@@ -1,0 +1,328 @@
+# %% [markdown]
+# # 5. Feedback tuning: ILLUME
+#
+# **Question.** A grounded model can answer questions about a picture. Can it learn to *explain* its
+# answers without anyone writing explanations — only from someone choosing, among explanations the
+# model wrote itself, the ones that are right? And how many such choices does it need, compared
+# with written explanations?
+#
+# **Method.** ILLUME (Brack, Schramowski, Deiseroth & Kersting, "ILLUME: Rationalizing
+# Vision-Language Models through Human Interactions", ICML 2023) starts from a pretrained
+# vision-language model and repeats:
+#
+# 1. for new (image, question, answer) items, **sample several rationales** after the prompt
+#    `Q: … A: <answer>, because` (here `q : … a : <answer> because`, the microworld's spelling);
+# 2. a **critic** keeps the rationales it prefers — a person, or, to simulate one, ROUGE-L ≥ 0.7
+#    against a gold explanation;
+# 3. **fine-tune** on the kept rationales, mixed with items that carry only an answer (answers are
+#    cheap labels; the paper mixes about ten per rationale), and go back to 1 with the tuned model.
+#
+# Here the pretrained model is chapter 3's recipe: a FROMAGe bridge from CLIP's features to the
+# frozen LM, trained on captions only. The loop tunes that bridge (LoRA adapters on a copy of the LM
+# are an option; the LM's own weights never change). The critic is the microworld's **exact
+# world-truth critic**: it parses a rationale, checks each claim against the scene and that it
+# supports the answer. The paper's ROUGE critic is measured against it below, and a person can be
+# the critic in the panel at the end.
+#
+# **Baselines in the same run.** Supervised fine-tuning (SFT) of the same bridge on gold
+# rationales: on every training item, and on only as many items as the critic judged.
+
+# %%
+import tempfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from vlbridge import backbones, world
+from vlbridge.chapter import Chapter
+from vlbridge.critics import DecisionLog, RougeCritic, WorldCritic, vqax_items, world_items
+from vlbridge.eval import caption_scores
+from vlbridge.methods import feedback as fb
+from vlbridge.methods.grounding import Fromage, FromageConfig
+from vlbridge.plots import image_grid
+from vlbridge.repro import generator
+
+# %% tags=["parameters"]
+profile: str = "default"
+seed: int = 0
+threads: int = 2
+device: str = "cpu"
+clip_model: str = "micro-clip"
+lm_model: str = "micro-lm"
+dtype: str = "float32"
+vqax_json: str = ""  # VQA-X (NLX-GPT or ILLUME layout); "" asks microworld questions
+vqax_images: str = ""  # the folder of its images
+caption_tsv: str = ""  # grounding captions, a CC3M TSV in FROMAGe's layout; "" uses microworld captions
+caption_images: str = ""  # the folder of the TSV's images
+train_items: int = 4000  # questions the loop and SFT draw from
+eval_items: int = 300  # held-out questions every model is scored on
+image_input: str = "patches"  # what the bridge reads: the CLIP "embedding" or it and its "patches"
+image_tokens: int = 16
+caption_steps: int = 150  # grounding: FROMAGe training on captions, before any question
+caption_lr: float = 1e-2
+samples: int = 4  # N rationales sampled per item (the paper: 5)
+temperatures: list = [0.8]  # sample j uses temperatures[j % len] (the paper: 0.3 and 0.8)
+max_new_tokens: int = 32
+rounds: int = 4
+items_per_round: int = 250  # new items the critic judges each round
+steps_per_round: int = 75
+batch_size: int = 32
+answer_only_per_rationale: float = 1.0  # answer-only examples per kept rationale in a batch (the paper: ~10)
+lr: float = 3e-3
+lora_rank: int = 0  # > 0: LoRA adapters of this rank on a copy of the LM, tuned with the bridge
+lora_targets: list = ["q_proj", "v_proj"]
+critic: str = "world"  # "world" (exact) or "rouge" (the paper's simulated critic)
+rouge_threshold: float = 0.7
+sft_budgets: list = [250, 1000, 4000]  # items with gold rationales for the SFT baselines
+sft_steps: int = 300  # as many steps as the loop takes in all its rounds
+examples: int = 3
+
+# %%
+ch = Chapter("05_feedback", profile, seed=seed, threads=threads, device=device)
+clip = backbones.load_clip(clip_model, device=device, dtype=dtype)
+lm = backbones.load_lm(lm_model, device=device, dtype=dtype)
+if critic not in ("world", "rouge"):
+    raise ValueError(f"critic must be 'world' or 'rouge', got {critic!r}")
+if vqax_json and critic == "world":
+    raise ValueError("the world-truth critic needs microworld scenes; with vqax_json set critic: rouge")
+config = fb.FeedbackConfig(samples=samples, temperatures=tuple(temperatures), max_new_tokens=max_new_tokens,
+                           rounds=rounds, items_per_round=items_per_round, steps_per_round=steps_per_round,
+                           batch_size=batch_size, answer_only_per_rationale=answer_only_per_rationale, lr=lr,
+                           lora_rank=lora_rank, lora_targets=tuple(lora_targets), seed=seed)
+print(f"CLIP {clip_model}, LM {lm_model}; {rounds} rounds x {items_per_round} items, {samples} samples each")
+
+# %% [markdown]
+# ## The starting point: a grounded model
+#
+# Questions, answers and gold rationales come from the microworld: *what colour is the circle at the
+# top ? — red, because the circle at the top is red*. The bridge is first trained for
+# `caption_steps` on captions of the training pictures (chapter 3's FROMAGe recipe, shorter); no
+# question is involved yet. The frozen LM learned the question format from text alone (chapter 2:
+# with a caption as text before the question, it answers and explains far better than without).
+
+# %%
+grounded = Fromage(clip, lm, FromageConfig(image_tokens=image_tokens, image_input=image_input,
+                                           steps=caption_steps, batch_size=24, retrieval_batch_size=24,
+                                           lr=caption_lr, warmup_steps=20, seed=seed))
+if vqax_json:
+    from vlbridge.data.vqax import load_vqax
+    from vlbridge.features import image_file_features
+
+    records = load_vqax(vqax_json, vqax_images)
+    items = vqax_items(records[:train_items])
+    held = vqax_items(records[train_items:train_items + eval_items])
+    features = image_file_features(clip, [r.image_path for r in records[:train_items]], image_input)
+    held_features = image_file_features(clip, [r.image_path for r in records[train_items:train_items + eval_items]],
+                                        image_input)
+else:
+    items = world_items(0, train_items)
+    held = world_items(world.HELDOUT_START, eval_items)
+    features = grounded.features(world.render_array([it.scene for it in items], clip.image_size))
+    held_features = grounded.features(world.render_array([it.scene for it in held], clip.image_size))
+if caption_tsv:
+    from vlbridge.data.cc3m import cc3m_pairs
+
+    caption_features, caption_texts = cc3m_pairs(caption_tsv, caption_images, clip)
+    grounding_log = grounded.fit(caption_features, lambda i, step: caption_texts[i])
+else:
+    scenes = [it.scene for it in items]
+    grounding_log = grounded.fit(features, lambda i, step: world.canonical_caption(scenes[i]),
+                                 lambda i, step: world.caption(scenes[i], world.scene_rng(scenes[i].seed, 1000 + step)))
+print(f"grounded on captions: {caption_steps} steps (took {grounding_log['seconds']:.1f} s)")
+
+truth = None if vqax_json else WorldCritic()
+
+
+def evaluate(model) -> dict:
+    """Greedy answer and rationale after `q : … a :` on the held-out items; and, with the world truth,
+    the share of rationales sampled as in the loop (after the gold answer) that the critic would
+    accept — on the same held-out items every round, unlike the loop's new items."""
+    pairs = fb.answer(model, held_features, held)
+    scores = fb.rationale_metrics(pairs, held, truth)
+    text = caption_scores([r or "" for _, r in pairs], [[it.explanation] for it in held])
+    scores |= {"rouge_l": text["rouge_l"], "cider": text["cider"]}
+    if truth:
+        sampled = fb.sample_rationales(model, held_features, held, config, generator(seed, "held-out samples"))
+        scores["heldout_accept"] = float(np.mean([keep for it, cands in zip(held, sampled)
+                                                  for keep in truth.judge(it, cands)]))
+    return scores
+
+
+start = evaluate(grounded)
+print("before feedback: " + ", ".join(f"{k} {v:.4f}" for k, v in start.items()))
+
+# %% [markdown]
+# ## The loop
+#
+# Each round the current model samples `samples` rationales for `items_per_round` new items; the
+# critic keeps the right ones; the bridge is tuned for `steps_per_round` steps on every rationale kept
+# so far, half of each batch answer-only items. Evaluation after each round is greedy, on held-out
+# items, with the model's *own* answer: answer accuracy, and rationale accuracy — the share of
+# rationales the world-truth critic accepts (true of the scene and supporting the gold answer).
+
+# %%
+judge = truth if critic == "world" else RougeCritic(rouge_threshold)
+loop = fb.FeedbackLoop(grounded, features, items, config)
+logs = loop.run(judge, evaluate=evaluate)
+logs[0].evaluation = start
+print(f"{'round':>5s} {'judged':>7s} {'accepted':>9s} {'items kept':>10s} {'held-out accepted':>18s} "
+      f"{'answer acc':>11s} {'rationale acc':>14s} {'ROUGE-L':>8s} {'CIDEr':>7s} {'seconds':>8s}")
+for log in logs:
+    e = log.evaluation
+    print(f"{log.round:5d} {log.judged:7d} {log.accept_rate:9.4f} {log.items_with_kept:10d} "
+          f"{e.get('heldout_accept', float('nan')):18.4f} {e['answer_acc']:11.4f} "
+          f"{e.get('rationale_acc', float('nan')):14.4f} {e['rouge_l']:8.4f} {e['cider']:7.4f} {log.seconds:8.1f}")
+train_seconds = sum(log.seconds for log in logs)
+labels_used = sum(log.judged for log in logs)
+ch.record(rounds=rounds, accept_rate_per_round=[log.accept_rate for log in logs[1:]],
+          heldout_accept_per_round=[log.evaluation.get("heldout_accept") for log in logs],
+          rationale_acc_per_round=[log.evaluation.get("rationale_acc") for log in logs],
+          answer_acc_per_round=[log.evaluation["answer_acc"] for log in logs],
+          answer_acc_final=logs[-1].evaluation["answer_acc"],
+          rationale_acc_final=logs[-1].evaluation.get("rationale_acc"),
+          rationale_rouge_l_final=logs[-1].evaluation["rouge_l"], critic_labels_used=labels_used,
+          kept_rationales=len(loop.kept), train_seconds=train_seconds,
+          grounding_seconds=grounding_log["seconds"])
+
+# %% [markdown]
+# What the critic saw in the last round: the sampled rationales of a few items, kept (✓) or not.
+
+# %%
+for item, cands, flags in logs[-1].examples[:examples]:
+    print(f"q : {item.question}  a : {item.answer}   (gold: {item.explanation})")
+    for c, keep in zip(cands, flags):
+        print(f"   {'✓' if keep else '✗'} {c}")
+pairs = fb.answer(loop.model, held_features[:4], held[:4])
+if not vqax_json:
+    fig = image_grid([world.render(it.scene, 96) for it in held[:4]],
+                     [f"{it.question} {a} because {r}" for it, (a, r) in zip(held[:4], pairs)], cols=4)
+    ch.figure(fig, "answers")
+    plt.show()
+
+# %% [markdown]
+# ## Feedback against written explanations
+#
+# SFT tunes the same grounded bridge, for `sft_steps` steps (the loop's total), on the gold
+# rationales of the first `budget` training items, with the same answer-only items. The loop's
+# points are its rounds: after round r, the critic has judged r × `items_per_round` items.
+
+# %%
+sft = {}
+for budget in sft_budgets:
+    if budget > train_items:
+        raise ValueError(f"sft_budgets: {budget} is more than train_items ({train_items})")
+    model, log = fb.sft(grounded, features, items, config, sft_steps, labelled=budget)
+    sft[budget] = evaluate(model) | {"seconds": log["seconds"]}
+    print(f"SFT on {budget:5d} gold rationales: " + ", ".join(f"{k} {v:.4f}" for k, v in sft[budget].items()
+                                                            if k != "seconds") + f" ({log['seconds']:.1f} s)")
+full = sft[max(sft_budgets)]
+metric = "rationale_acc" if truth else "rouge_l"
+fig, ax = plt.subplots(figsize=(5.5, 3.4))
+ax.plot([log.judged * log.round for log in logs], [log.evaluation[metric] for log in logs], "o-",
+        label=f"ILLUME loop ({critic} critic)")
+ax.plot(sorted(sft), [sft[b][metric] for b in sorted(sft)], "s--", label="SFT on gold rationales")
+ax.set_xscale("symlog", linthresh=100)
+ax.set_xlabel("items labelled (judged, or with a written rationale)")
+ax.set_ylabel(metric.replace("_", " "))
+ax.legend(fontsize=8)
+ch.figure(fig, "efficiency")
+plt.show()
+final = logs[-1].evaluation[metric]
+ratio = final / full[metric] if full[metric] > 0 else None  # None: SFT itself scored nothing
+print(f"loop after {labels_used} judged items: {metric} {final:.4f}, SFT on all {max(sft_budgets)}: "
+      f"{full[metric]:.4f} (ratio {'n/a' if ratio is None else f'{ratio:.3f}'}); "
+      f"labels {labels_used / max(sft_budgets):.2f} as many")
+matched = sft.get(labels_used)
+if matched:
+    print(f"SFT on the same number of items ({labels_used}): {metric} {matched[metric]:.4f}")
+ch.record(sft_rationale_acc=full.get("rationale_acc"), sft_answer_acc=full["answer_acc"],
+          sft_labels_used=max(sft_budgets), sft_by_budget={str(b): v for b, v in sft.items()},
+          loop_vs_sft=ratio)
+
+# %% [markdown]
+# ## A fuzzy critic
+#
+# The paper simulates its critic with ROUGE-L ≥ 0.7 against the gold explanation. Every candidate the
+# loop judged is scored again by that critic and compared with the world truth: what does a
+# fuzzy critic let through?
+
+# %%
+if truth:
+    rouge = RougeCritic(rouge_threshold)
+    counts = np.zeros((2, 2), dtype=int)  # [rouge keeps, world keeps]
+    fuzzy = []
+    for r in range(1, rounds + 1):
+        for item, cands in zip(*loop.candidates(r)):
+            for c, keep in zip(cands, rouge.judge(item, cands)):
+                right = truth.judge(item, [c])[0] if c else False
+                counts[int(keep), int(right)] += 1
+                if keep and not right and len(fuzzy) < examples:
+                    fuzzy.append((item, c))
+    kept_by_rouge = counts[1].sum()
+    print(f"{counts.sum()} candidates: ROUGE keeps {kept_by_rouge}, the world truth {counts[:, 1].sum()}; "
+          f"of ROUGE's, {counts[1, 0]} are wrong ({counts[1, 0] / max(1, kept_by_rouge):.3f}); "
+          f"it misses {counts[0, 1]} right ones")
+    for item, c in fuzzy:
+        print(f"  kept by ROUGE, false: '{c}'  (gold: '{item.explanation}')")
+    ch.record(rouge_kept=int(kept_by_rouge), rouge_wrong_share=float(counts[1, 0] / max(1, kept_by_rouge)),
+              rouge_missed_right=int(counts[0, 1]))
+
+# %% [markdown]
+# ## A person as the critic
+#
+# `CriticPanel` shows each item's picture, question, answer and candidate rationales with a check box
+# each; every click is written at once to an append-only JSONL file (`DecisionLog`), and a panel
+# opened again on the same file — after a kernel restart — starts at the first item not yet judged.
+# `RecordedCritic` then hands the decisions to the loop: `loop.learn(r, RecordedCritic(log, r))`.
+# Headless runs cannot click, so here the panel is driven in code on a scratch file; run the cell
+# with `show_panel = True` in Jupyter to judge yourself.
+
+# %%
+show_panel = False
+from vlbridge.critic_panel import CriticPanel  # noqa: E402  (needs ipywidgets, the book extra)
+
+with tempfile.TemporaryDirectory() as folder:
+    decisions = DecisionLog(Path(folder) / "decisions.jsonl")
+    shown_items, shown_candidates = loop.candidates(1)
+    shown_items = shown_items[:3]
+    panel = CriticPanel(shown_items, {it.item_id: c for it, c in zip(shown_items, shown_candidates)}, decisions,
+                        round=1, image_fn=(lambda it: world.render(it.scene, 128)) if not vqax_json else None)
+    print(panel.progress.value, "|", panel.current.question, panel.current.answer)
+    panel.checkboxes[0].value = True
+    panel.keep_button.click()
+    panel.reject_button.click()
+    print(panel.progress.value, "| recorded:", [(d["item_id"], d["kept"]) for d in decisions.decisions(1).values()])
+    reopened = CriticPanel(shown_items, panel.candidates, decisions, round=1)
+    print("reopened on the same file:", reopened.progress.value, "| next:", reopened.current.question)
+    if show_panel:
+        from IPython.display import display
+
+        display(reopened.widget)
+
+# %% [markdown]
+# **What this shows** (default profile; the smoke profile runs for seconds and its numbers show only
+# that the code runs).
+#
+# - **Explanations can be learned from choices alone.** No rationale was written for the loop: the
+#   critic only kept some of the model's own. Greedy rationales of held-out questions that are true
+#   and support the answer rose every round, from 0.11 for the grounded model to 0.31, 0.35, 0.38
+#   and 0.40 after four rounds, and answer accuracy from 0.25 to 0.66. On the same held-out items,
+#   the share of sampled rationales the critic would keep rose every round too (0.53 → 0.63). The
+#   acceptance of each round's *new* items did not rise steadily (0.56, 0.52, 0.65, 0.59): each round
+#   judges other questions, and question kinds differ in how easy they are to explain.
+# - **Against written explanations.** After 1,000 judged items the loop reaches 0.97 of the rationale
+#   accuracy of SFT on all 4,000 gold rationales (0.40 against 0.42), with a quarter of the labels —
+#   ILLUME's claim, here. But written explanations are not scarce in this world: SFT on 250 of them
+#   already reaches 0.41, and on the same 1,000 items as the critic judged, 0.41. The grounded
+#   bridge, not the number of labels, limits all of them; a judgement is cheaper than a written
+#   explanation, and that is the saving.
+# - **A fuzzy critic lets wrong explanations through.** Of the 3,357 candidates ROUGE-L ≥ 0.7 keeps,
+#   0.31 are false of the scene: a rationale that changes a colour or a position of the gold one
+#   still shares most of its words. The world truth keeps 2,323.
+# - **Cost.** Grounding took 25 s, each round about 5 s (sampling 1,000 rationales, judging, 75
+#   steps); one seed only, so differences of a few hundredths are within what a seed moves.
+#
+# The paper reports its numbers on VQA-X with MAGMA (GPT-J-6B and CLIP RN50x16;
+# `params/paper-illume.yaml` is its shape); none of them is comparable to these, which come from a
+# microworld and two tiny stand-ins.

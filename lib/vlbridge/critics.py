@@ -1,0 +1,294 @@
+"""Critics for ILLUME-style feedback tuning (Brack et al., ICML 2023), and the log of their decisions.
+
+The model samples several candidate rationales for an (image, question, answer) item; a critic keeps
+the ones it prefers, and only those train the bridge. A critic is any object with
+`judge(item, candidates) -> list[bool]`: one keep flag per candidate, so it may keep several or none.
+
+- `RougeCritic` is the paper's simulated critic: ROUGE-L against the gold explanation. It is fuzzy: a
+  rationale that changes one word of the gold one ("top" for "left") still passes.
+- `WorldCritic` knows the microworld's truth, so it keeps exactly the rationales that are true of the
+  scene and support the answer.
+- A person judges in `critic_panel.CriticPanel`; `RecordedCritic` replays those decisions from a
+  `DecisionLog`, and `LoggingCritic` writes a simulated critic's decisions in the same format, so one
+  training loop reads either.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import world
+from .world.vocab import NUMBER_WORDS, POSITION_PHRASES
+
+
+@dataclass(frozen=True)
+class FeedbackItem:
+    item_id: str
+    question: str
+    answer: str
+    explanation: str | None = None  # the gold rationale
+    scene: world.Scene | None = None  # the microworld scene, where the item comes from one
+
+
+def world_items(start: int, count: int) -> list[FeedbackItem]:
+    """Microworld questions for seeds start .. start+count-1, with their gold rationales and scenes."""
+    items = [world.vqa_item(seed) for seed in range(start, start + count)]
+    return [FeedbackItem(str(it.seed), it.question, it.answer, it.rationale, it.scene) for it in items]
+
+
+def vqax_items(records) -> list[FeedbackItem]:
+    """VQA-X records (data.vqax.load_vqax) as items: the first of each record's explanations is gold."""
+    return [FeedbackItem(str(r.question_id), r.question, r.answer, r.explanations[0] if r.explanations else None)
+            for r in records]
+
+
+def _require_candidates(item: FeedbackItem, candidates: list[str]) -> None:
+    if not candidates:
+        raise ValueError(f"item {item.item_id!r}: no candidate rationales to judge; sample at least one")
+
+
+# ------------------------------------------------------------------------------ simulated critics
+
+
+class RougeCritic:
+    """Keeps a candidate whose ROUGE-L F-score against the gold explanation is >= threshold: the
+    paper's simulated critic, computed by pycocoevalcap so that it is the metric the book reports."""
+
+    def __init__(self, threshold: float = 0.7):
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"ROUGE-L threshold must be in [0, 1], got {threshold}")
+        self.threshold = threshold
+        self.name = f"rouge-l>={threshold}"
+
+    def score(self, item: FeedbackItem, candidate: str) -> float:
+        from pycocoevalcap.rouge.rouge import Rouge
+
+        if item.explanation is None:
+            raise ValueError(f"item {item.item_id!r} has no gold explanation, which the ROUGE critic compares against")
+        # pycocoevalcap splits on single spaces: normalise the whitespace as the captioning metrics do.
+        return float(Rouge().calc_score([" ".join(candidate.split())], [" ".join(item.explanation.split())]))
+
+    def judge(self, item: FeedbackItem, candidates: list[str]) -> list[bool]:
+        _require_candidates(item, candidates)
+        return [self.score(item, c) >= self.threshold for c in candidates]
+
+
+_YES_NO = ("yes", "no")
+_WORLD_ANSWERS = frozenset(
+    world.SHAPES + world.COLOUR_NAMES + world.SIZES + NUMBER_WORDS + _YES_NO + tuple(POSITION_PHRASES))
+_AT_POSITION = re.compile(r"\bat the (" + "|".join(sorted(POSITION_PHRASES, key=len, reverse=True)) + r")\b")
+
+
+def _asked(question: str) -> tuple:
+    """The attributes by which the question names its object, as a claim key (shape, colour, size,
+    row, col) with None where it says nothing: "the circle at the top", or only "at the top left"."""
+    claims = world.parse(question).claims
+    if claims:
+        return claims[0].key
+    at = _AT_POSITION.search(question)
+    return (None, None, None, *POSITION_PHRASES[at.group(1)]) if at else (None,) * 5
+
+
+def _about(claim: world.Claim, asked: tuple) -> bool:
+    """True if the claim restates every attribute by which the question names its object."""
+    return all(named is None or named == stated for named, stated in zip(asked, claim.key))
+
+
+def _states(claim: world.Claim, answer: str) -> bool:
+    if answer in POSITION_PHRASES:
+        return (claim.row, claim.col) == POSITION_PHRASES[answer]
+    return answer in (claim.shape, claim.colour, claim.size)
+
+
+def supports_answer(rationale: str, question: str, answer: str) -> bool:
+    """True if the rationale gives evidence for this answer to this question.
+
+    Read through the world's parser rather than by matching words, so that "big" supports "large" and
+    "at the top left" does not support "top". The evidence must be a claim about the object the
+    question names ("the circle at the top"), stating the answer:
+    - colour, shape, size, position: a positive claim with that attribute ("the circle ... is red");
+    - count: exactly that many positive claims, and no other number of objects stated;
+    - yes / no: a positive / a negated claim ("there is no red circle") about the asked object.
+    """
+    if answer not in _WORLD_ANSWERS:
+        raise ValueError(f"{answer!r} is not a microworld answer; answers are shapes, colours, sizes, "
+                         f"positions, the numbers {', '.join(NUMBER_WORDS)}, yes and no")
+    parsed = world.parse(rationale)
+    asked = _asked(question)
+    claims = [c for c in parsed.claims if _about(c, asked)]
+    if answer in _YES_NO:
+        return any(c.negated == (answer == "no") for c in claims)
+    if answer in NUMBER_WORDS:
+        number = NUMBER_WORDS.index(answer)
+        return sum(not c.negated for c in parsed.claims) == number and parsed.count in (None, number)
+    return any(not c.negated and _states(c, answer) for c in claims)
+
+
+class WorldCritic:
+    """The exact critic the microworld allows: keeps a candidate iff every claim it makes is true of
+    the item's scene and it supports the item's answer (`supports_answer`). Keeps every gold
+    rationale; an upper bound on what a careful person could do."""
+
+    name = "world"
+
+    def judge(self, item: FeedbackItem, candidates: list[str]) -> list[bool]:
+        from .probes import rationale_true  # probes loads torch; only this critic needs it
+
+        _require_candidates(item, candidates)
+        if item.scene is None:
+            raise ValueError(f"item {item.item_id!r} has no scene: the world critic judges microworld items only")
+        return [rationale_true(c, item.scene) and supports_answer(c, item.question, item.answer)
+                for c in candidates]
+
+
+# ------------------------------------------------------------------------------ the decision log
+
+
+class DecisionLog:
+    """An append-only JSON-lines file of critic decisions, one line per judged item and round:
+    {"item_id", "round", "candidates", "kept" (indices into candidates), "critic", "time"}.
+
+    Each decision is one write of one whole line, flushed to disk before `append` returns, so a crash
+    loses at most the decision being made and never an earlier one; `pending` then says what is left
+    to judge. A missing file is an empty log. One writer at a time: decisions are keyed by
+    (item_id, round) and a second decision for the same key is refused.
+    """
+
+    FIELDS = {"item_id": str, "round": int, "candidates": list, "kept": list, "critic": str, "time": str}
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._cache: tuple[tuple, dict[int, dict[str, dict]]] | None = None  # (file stat, round -> id -> record)
+
+    def append(self, item_id: str, round: int, candidates: list[str], kept: list[int], critic: str) -> dict:
+        """Records one decision and returns it; `kept` are indices into `candidates`."""
+        record = {"item_id": item_id, "round": round, "candidates": list(candidates), "kept": list(kept),
+                  "critic": critic, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        problem = _problem(record)
+        if problem:
+            raise ValueError(f"decision for item {item_id!r}: {problem}")
+        record["kept"].sort()
+        by_round = self._by_round()
+        if item_id in by_round.get(round, {}):
+            raise ValueError(f"{self.path}: item {item_id!r} was already judged in round {round}; "
+                             f"judge only DecisionLog.pending(items, {round})")
+        line = (json.dumps(record) + "\n").encode("utf-8")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab", buffering=0) as file:  # unbuffered: the line goes out in this one write
+            if file.write(line) != len(line):
+                raise OSError(f"{self.path}: the decision for item {item_id!r} was written only in part")
+            os.fsync(file.fileno())
+        by_round.setdefault(round, {})[item_id] = record
+        self._cache = (self._stat(), by_round)
+        return record
+
+    def decisions(self, round: int) -> dict[str, dict]:
+        """The decisions of one round, by item id, in the order they were made."""
+        return dict(self._by_round().get(round, {}))
+
+    def done(self, item_ids: list[str], round: int) -> list[str]:
+        judged = self._by_round().get(round, {})
+        return [i for i in item_ids if i in judged]
+
+    def pending(self, items: list[FeedbackItem], round: int) -> list[FeedbackItem]:
+        """The items still to judge in this round, in their order: where a resumed session starts."""
+        judged = self._by_round().get(round, {})
+        return [it for it in items if it.item_id not in judged]
+
+    def _stat(self) -> tuple | None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+    def _by_round(self) -> dict[int, dict[str, dict]]:
+        """The file's decisions, read again only when the file changed since the last read."""
+        stat = self._stat()
+        if self._cache is None or self._cache[0] != stat:
+            self._cache = (stat, self._read() if stat else {})
+        return self._cache[1]
+
+    def _read(self) -> dict[int, dict[str, dict]]:
+        lines = self.path.read_text(encoding="utf-8").split("\n")
+        if lines[-1]:
+            raise ValueError(f"{self.path}, line {len(lines)}: the line is cut off (no newline at its end), so "
+                             "the write that made it did not finish; delete that line to resume")
+        by_round: dict[int, dict[str, dict]] = {}
+        first_line = {}
+        for number, line in enumerate(lines[:-1], start=1):
+            where = f"{self.path}, line {number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{where}: not valid JSON ({error})") from None
+            problem = _problem(record)
+            if problem:
+                raise ValueError(f"{where}: {problem}")
+            key = (record["item_id"], record["round"])
+            if key in first_line:
+                raise ValueError(f"{where}: item {key[0]!r} was already judged in round {key[1]} "
+                                 f"at line {first_line[key]}")
+            first_line[key] = number
+            by_round.setdefault(record["round"], {})[record["item_id"]] = record
+        return by_round
+
+
+def _problem(record) -> str | None:
+    """What is wrong with a decision record, or None: the one check for writing and reading."""
+    if not isinstance(record, dict):
+        return f"a decision is a JSON object, got {type(record).__name__}"
+    for field, kind in DecisionLog.FIELDS.items():
+        if field not in record:
+            return f"missing key {field!r}; a decision has the keys {', '.join(DecisionLog.FIELDS)}"
+        if not isinstance(record[field], kind) or isinstance(record[field], bool):
+            return f"{field!r} must be of type {kind.__name__}, got {record[field]!r}"
+    if not all(isinstance(c, str) for c in record["candidates"]):
+        return f"'candidates' must be strings, got {record['candidates']!r}"
+    indices = range(len(record["candidates"]))
+    kept = record["kept"]
+    if len(set(kept)) != len(kept) or not all(type(i) is int and i in indices for i in kept):
+        return f"'kept' must be distinct indices into the {len(indices)} candidates, got {kept!r}"
+    return None
+
+
+# ------------------------------------------------------------------------------ logged critics
+
+
+class RecordedCritic:
+    """Replays the decisions recorded in a log for one round: a person's, made in the critic panel,
+    so a training loop takes a human critic exactly as it takes a simulated one."""
+
+    def __init__(self, log: DecisionLog, round: int):
+        self.log = log
+        self.round = round
+
+    def judge(self, item: FeedbackItem, candidates: list[str]) -> list[bool]:
+        _require_candidates(item, candidates)
+        record = self.log.decisions(self.round).get(item.item_id)
+        if record is None:
+            raise LookupError(f"item {item.item_id!r} has no decision for round {self.round} in {self.log.path}; "
+                              "judge it in the critic panel first")
+        if record["candidates"] != list(candidates):
+            raise ValueError(f"item {item.item_id!r}: the candidates differ from those judged in round "
+                             f"{self.round} ({record['candidates']!r}), so the recorded decision does not apply")
+        return [i in record["kept"] for i in range(len(candidates))]
+
+
+class LoggingCritic:
+    """Judges with a simulated critic and appends each decision to a log, in the panel's format."""
+
+    def __init__(self, critic, log: DecisionLog, round: int):
+        self.critic = critic
+        self.log = log
+        self.round = round
+        self.name = getattr(critic, "name", type(critic).__name__)
+
+    def judge(self, item: FeedbackItem, candidates: list[str]) -> list[bool]:
+        keep = self.critic.judge(item, candidates)
+        self.log.append(item.item_id, self.round, candidates, [i for i, k in enumerate(keep) if k], self.name)
+        return keep

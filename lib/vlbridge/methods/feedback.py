@@ -1,0 +1,276 @@
+"""ILLUME (Brack, Schramowski, Deiseroth & Kersting, "ILLUME: Rationalizing Vision-Language Models
+through Human Interactions", ICML 2023): a grounded model learns to explain its answers from a
+critic's choices, not from written explanations.
+
+Each round: for new (image, question, answer) items the model samples several rationales after the
+prompt `q : <question> a : <answer> because`; a critic (critics.py: simulated, or a person in the
+notebook panel) keeps the ones it prefers; the bridge is tuned on every rationale kept so far, mixed
+with answer-only items (answers are cheap labels; the paper mixes about ten per rationale); the next
+round samples from the tuned model. Supervised fine-tuning on gold rationales (SFT) is the same
+tuning with the gold explanations in place of the kept ones.
+
+Trained are the grounded model's image-to-LM bridge and, as an option, LoRA adapters (peft) on a
+copy of the LM's attention; the LM's own weights never change.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .. import bridge as br
+from ..bridge import Text
+from ..critics import LoggingCritic
+from ..probes import split_answer
+from ..repro import generator
+from ..training import adamw, train_loop
+from ..world import vqa_prompt
+
+STOP = (".",)  # a rationale is one sentence
+
+
+@dataclass
+class FeedbackConfig:
+    samples: int = 4  # N: rationales sampled per item
+    temperatures: tuple[float, ...] = (0.8,)  # sample j uses temperatures[j % len]; the paper: 0.3 and 0.8
+    max_new_tokens: int = 32
+    rounds: int = 4
+    items_per_round: int = 250  # new items the critic judges each round
+    steps_per_round: int = 150
+    batch_size: int = 32
+    answer_only_per_rationale: float = 1.0  # answer-only examples per rationale example in a batch
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    lora_rank: int = 0  # 0: tune the bridge only; r > 0: also LoRA adapters of rank r on the LM's copy
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")  # the LM's modules that get adapters (GPT-2: c_attn)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Example:
+    """One teacher-forced example: item `index` (its features and question), the answer, and the
+    rationale after `because` (None: an answer-only example)."""
+    index: int
+    answer: str
+    rationale: str | None = None
+
+
+def with_adapters(model, config: FeedbackConfig):
+    """A copy of the grounded model whose bridge trains; with lora_rank > 0 its LM is a copy with
+    LoRA adapters (the original LM, shared with every other model, stays untouched)."""
+    frozen = {id(model.clip): model.clip, id(model.lm): model.lm}  # shared, never copied
+    tuned = copy.deepcopy(model, memo=frozen)
+    if config.lora_rank > 0:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lm = copy.deepcopy(model.lm)
+        inject_adapter_in_model(LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank,
+                                           target_modules=list(config.lora_targets)), lm.model)
+        tuned.lm = lm
+    return tuned
+
+
+def trainable(model) -> list[torch.nn.Parameter]:
+    """What feedback tuning changes: the bridge, and the LoRA adapters if there are any."""
+    return [*model.image_to_lm.parameters(), *(p for n, p in model.lm.model.named_parameters() if "lora_" in n)]
+
+
+def _prompts(model, features: torch.Tensor, items: list, answers: bool = False) -> list[list]:
+    """[image, `q : … a :`] per item (answers=True: `q : … a : <answer> because`)."""
+    return [[image, Text(vqa_prompt(it.question, it.answer if answers else None))]
+            for image, it in zip(model.image_segments(features), items, strict=True)]
+
+
+def _check(features: torch.Tensor, items: list) -> None:
+    if not items:
+        raise ValueError("got no items")
+    if len(features) != len(items):
+        raise ValueError(f"{len(features)} feature rows but {len(items)} items")
+
+
+def _strip(text: str) -> str:
+    return text.strip().removesuffix(".").strip()
+
+
+@torch.no_grad()
+def sample_rationales(model, features: torch.Tensor, items: list, config: FeedbackConfig,
+                      gen: torch.Generator) -> list[list[str]]:
+    """config.samples rationales per item, after `q : … a : <gold answer> because`; batched and
+    KV-cached, one generate call per temperature."""
+    _check(features, items)
+    out = [[""] * config.samples for _ in items]
+    for t, temperature in enumerate(config.temperatures):
+        slots = [(i, j) for i in range(len(items)) for j in range(t, config.samples, len(config.temperatures))]
+        if not slots:
+            continue
+        rows = [i for i, _ in slots]
+        batch = br.assemble(model.lm, _prompts(model, features[rows], [items[i] for i in rows], answers=True),
+                            pad_left=True)
+        texts = br.generate(model.lm, batch, config.max_new_tokens, temperature, STOP, generator=gen).texts
+        for (i, j), text in zip(slots, texts):
+            out[i][j] = _strip(text)
+    return out
+
+
+@torch.no_grad()
+def answer(model, features: torch.Tensor, items: list, max_new_tokens: int = 40,
+           batch_size: int = 256) -> list[tuple[str, str | None]]:
+    """Greedy (answer, rationale) after `q : <question> a :`; rationale None if the model wrote no `because`."""
+    _check(features, items)
+    texts = []
+    for s in range(0, len(items), batch_size):
+        batch = br.assemble(model.lm, _prompts(model, features[s:s + batch_size], items[s:s + batch_size]),
+                            pad_left=True)
+        texts += br.generate(model.lm, batch, max_new_tokens, 0.0, STOP).texts
+    return [split_answer(t) for t in texts]
+
+
+def tune(model, features: torch.Tensor, items: list, rationales: list[Example], answers: list[Example],
+         config: FeedbackConfig, steps: int, name: str = "feedback") -> dict:
+    """Teacher-forced tuning of the trainable parts on rationale examples (`answer because
+    rationale .`) mixed with answer-only examples, in the proportion config.answer_only_per_rationale
+    (only answers while the critic has kept nothing yet). Returns the training log."""
+    if not rationales and not answers:
+        raise ValueError("nothing to tune on: no rationale and no answer-only examples")
+    order = generator(config.seed, f"{name}-batches")
+    share = (1.0 / (1.0 + config.answer_only_per_rationale) if answers else 1.0) if rationales else 0.0
+    n_rationale = max(1, round(config.batch_size * share)) if rationales else 0
+
+    def draw(pool: list[Example], n: int) -> list[Example]:
+        return [pool[i] for i in torch.randint(len(pool), (n,), generator=order).tolist()] if n else []
+
+    def loss_fn(step: int) -> torch.Tensor:
+        chosen = draw(rationales, n_rationale) + draw(answers, config.batch_size - n_rationale)
+        rows = [e.index for e in chosen]
+        sequences = [[*prompt, Text(e.answer if e.rationale is None else f"{e.answer} because {e.rationale} .",
+                                    learn=True)]
+                     for prompt, e in zip(_prompts(model, features[rows], [items[i] for i in rows]), chosen)]
+        batch = br.assemble(model.lm, sequences)
+        _, logits = br.forward(model.lm, batch)
+        return br.next_token_loss(logits, batch.targets)
+
+    optimizer = adamw(trainable(model), config.lr, config.weight_decay)
+    return train_loop(model.image_to_lm, optimizer, steps, config.warmup_steps, loss_fn, name)
+
+
+def answer_only(items: list) -> list[Example]:
+    return [Example(i, it.answer) for i, it in enumerate(items)]
+
+
+def gold_rationales(items: list) -> list[Example]:
+    """SFT's examples: every item's gold explanation."""
+    missing = [it.item_id for it in items if not it.explanation]
+    if missing:
+        raise ValueError(f"SFT needs a gold explanation for every item; {len(missing)} have none, e.g. {missing[0]}")
+    return [Example(i, it.answer, _strip(it.explanation)) for i, it in enumerate(items)]
+
+
+@dataclass
+class RoundLog:
+    round: int
+    judged: int = 0  # items the critic judged this round
+    candidates: int = 0
+    kept: int = 0
+    items_with_kept: int = 0
+    seconds: float = 0.0
+    train: dict = field(default_factory=dict)
+    evaluation: dict = field(default_factory=dict)
+    examples: list = field(default_factory=list)  # (item, candidates, keep flags), a few per round
+
+    @property
+    def accept_rate(self) -> float:
+        return self.kept / max(1, self.candidates)
+
+
+class FeedbackLoop:
+    """Rounds of sample -> judge -> tune over `items` (features[i] is items[i]'s image); round r
+    takes the r-th block of config.items_per_round items. Answer-only examples come from every item
+    (answers are the cheap labels). The tuned model is a copy: the grounded model is left as it was.
+
+    `run` does every round with a simulated critic. With a person, take a round in two steps:
+    `candidates(r)` to show in the critic panel, then `learn(r, RecordedCritic(log, r))`."""
+
+    def __init__(self, model, features: torch.Tensor, items: list, config: FeedbackConfig):
+        _check(features, items)
+        needed = config.rounds * config.items_per_round
+        if needed > len(items):
+            raise ValueError(f"{config.rounds} rounds x {config.items_per_round} items need {needed} items; "
+                             f"got {len(items)}")
+        self.model = with_adapters(model, config)
+        self.features, self.items, self.config = features, items, config
+        self.kept: list[Example] = []
+        self.answers = answer_only(items)
+        self._gen = generator(config.seed, "feedback-samples")
+        self._sampled: dict[int, list[list[str]]] = {}
+
+    def block(self, r: int) -> range:
+        if not 1 <= r <= self.config.rounds:
+            raise ValueError(f"round must be between 1 and {self.config.rounds}, got {r}")
+        return range((r - 1) * self.config.items_per_round, r * self.config.items_per_round)
+
+    def candidates(self, r: int) -> tuple[list, list[list[str]]]:
+        """Round r's items and the rationales the current model samples for them (sampled once)."""
+        block = self.block(r)
+        if r not in self._sampled:
+            self._sampled[r] = sample_rationales(self.model, self.features[block.start:block.stop],
+                                                 [self.items[i] for i in block], self.config, self._gen)
+        return [self.items[i] for i in block], self._sampled[r]
+
+    def learn(self, r: int, critic, keep_examples: int = 8) -> RoundLog:
+        """Judge round r's candidates with `critic`, add the kept ones to the pool, and tune on it."""
+        start = time.time()
+        items, candidates = self.candidates(r)
+        log = RoundLog(r, judged=len(items))
+        for i, item, cands in zip(self.block(r), items, candidates):
+            flags = critic.judge(item, cands)
+            if len(flags) != len(cands):
+                raise ValueError(f"the critic returned {len(flags)} decisions for {len(cands)} candidates "
+                                 f"of item {item.item_id}")
+            chosen = sorted({c for c, keep in zip(cands, flags) if keep and c})  # a rationale written twice counts once
+            self.kept += [Example(i, item.answer, c) for c in chosen]
+            log.candidates += len(cands)
+            log.kept += sum(map(bool, flags))
+            log.items_with_kept += bool(chosen)
+            if len(log.examples) < keep_examples:
+                log.examples.append((item, cands, list(flags)))
+        log.train = tune(self.model, self.features, self.items, self.kept, self.answers, self.config,
+                         self.config.steps_per_round, f"feedback round {r}")
+        log.seconds = round(time.time() - start, 2)
+        return log
+
+    def run(self, critic, evaluate=None, decisions=None) -> list[RoundLog]:
+        """Every round with a simulated critic; `evaluate(model) -> dict` runs before the first round
+        (round 0) and after each; `decisions` (a critics.DecisionLog) records every judgement."""
+        logs = [RoundLog(0, evaluation=evaluate(self.model) if evaluate else {})]
+        for r in range(1, self.config.rounds + 1):
+            log = self.learn(r, LoggingCritic(critic, decisions, r) if decisions is not None else critic)
+            log.evaluation = evaluate(self.model) if evaluate else {}
+            logs.append(log)
+        return logs
+
+
+def sft(model, features: torch.Tensor, items: list, config: FeedbackConfig, steps: int,
+        labelled: int | None = None) -> tuple[object, dict]:
+    """Supervised fine-tuning on the gold explanations of the first `labelled` items (default all),
+    with answer-only examples from every item as in the loop. Returns the tuned copy and its log."""
+    _check(features, items)
+    labelled = len(items) if labelled is None else labelled
+    if not 0 < labelled <= len(items):
+        raise ValueError(f"labelled must be between 1 and {len(items)}, got {labelled}")
+    tuned = with_adapters(model, config)
+    log = tune(tuned, features, items, gold_rationales(items[:labelled]), answer_only(items), config, steps,
+               f"SFT {labelled}")
+    return tuned, log
+
+
+def rationale_metrics(pairs: list[tuple[str, str | None]], items: list, truth=None) -> dict:
+    """Answer accuracy, and the share of rationales the `truth` critic accepts (world truth), over
+    greedy (answer, rationale) pairs."""
+    out = {"answer_acc": float(np.mean([a == it.answer for (a, _), it in zip(pairs, items, strict=True)]))}
+    if truth is not None:
+        out["rationale_acc"] = float(np.mean([bool(r) and truth.judge(it, [r])[0] for (_, r), it in zip(pairs, items)]))
+    return out
