@@ -27,6 +27,18 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny models: they gain nothing from a second, and on a busy
+    2-core machine a second thread that waits for a core makes every op many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """A throwaway copy of the book's chapters and profiles, as VLBRIDGE_ROOT, to break at will."""

@@ -9,14 +9,7 @@ SMOKE_CLIP = "micro-clip-smoke"
 TRAIN = dict(steps=12, batch_size=32, lr=3e-3, seed=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions gain nothing from a second thread, and on a busy 2-core machine OpenMP's
-    barriers make them ~50x slower; run this module on one thread and restore the setting after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models run on one thread
 
 
 @pytest.fixture(scope="module")
