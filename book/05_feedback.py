@@ -149,9 +149,6 @@ def evaluate(model) -> dict:
     return scores
 
 
-start = evaluate(grounded)
-print("before feedback: " + ", ".join(f"{k} {v:.4f}" for k, v in start.items()))
-
 # %% [markdown]
 # ## The loop
 #
@@ -164,8 +161,7 @@ print("before feedback: " + ", ".join(f"{k} {v:.4f}" for k, v in start.items()))
 # %%
 judge = truth if critic == "world" else RougeCritic(rouge_threshold)
 loop = fb.FeedbackLoop(grounded, features, items, config)
-logs = loop.run(judge, evaluate=evaluate)
-logs[0].evaluation = start
+logs = loop.run(judge, evaluate=evaluate)  # round 0: the grounded model, before any feedback
 print(f"{'round':>5s} {'judged':>7s} {'accepted':>9s} {'items kept':>10s} {'held-out accepted':>18s} "
       f"{'answer acc':>11s} {'rationale acc':>14s} {'ROUGE-L':>8s} {'CIDEr':>7s}")
 for log in logs:
@@ -173,7 +169,7 @@ for log in logs:
     print(f"{log.round:5d} {log.judged:7d} {log.accept_rate:9.4f} {log.items_with_kept:10d} "
           f"{e.get('heldout_accept', float('nan')):18.4f} {e['answer_acc']:11.4f} "
           f"{e.get('rationale_acc', float('nan')):14.4f} {e['rouge_l']:8.4f} {e['cider']:7.4f}")
-train_seconds = sum(log.seconds for log in logs)
+train_seconds = round(sum(log.seconds for log in logs), 2)
 print(f"the {rounds} rounds took {train_seconds:.1f} s (sampling, judging, tuning; evaluation not counted)")
 labels_used = sum(log.judged for log in logs)
 ch.record(rounds=rounds, accept_rate_per_round=[log.accept_rate for log in logs[1:]],
@@ -321,7 +317,7 @@ with tempfile.TemporaryDirectory() as folder:
 # - **A fuzzy critic lets wrong explanations through.** Of the 3,357 candidates ROUGE-L ≥ 0.7 keeps,
 #   0.31 are false of the scene: a rationale that changes a colour or a position of the gold one
 #   still shares most of its words. The world truth keeps 2,323.
-# - **Cost.** Grounding took about 17 s, each round about 5 s (sampling 1,000 rationales, judging, 75
+# - **Cost.** Grounding took about 15 s, each round about 5 s (sampling 1,000 rationales, judging, 75
 #   steps); one seed only, so differences of a few hundredths are within what a seed moves.
 #
 # The paper reports its numbers on VQA-X with MAGMA (GPT-J-6B and CLIP RN50x16;

@@ -99,6 +99,36 @@ def test_extra_tokens_extend_the_vocabulary_without_touching_the_lm(lm):
     assert br.decode(lm, [*br.token_ids(lm.tokenizer, "a red circle"), vocab], extra) == "a red circle [RET]"
 
 
+def test_extra_tokens_start_at_the_given_input_embedding():
+    start = torch.arange(8.0)
+    exact = br.ExtraTokens(["[A]", "[B]"], 8, 100, init_std=0.0, input_init=start)
+    assert torch.equal(exact.input.data, start.expand(2, 8))
+    noisy = br.ExtraTokens(["[A]"], 8, 100, init_std=0.02)  # no start given: noise around zero
+    assert noisy.input.abs().max() < 0.2 and noisy.input.abs().sum() > 0
+
+
+def test_train_loop_clips_each_group_of_parameters_on_its_own():
+    from vlbridge.training import train_loop
+
+    big, small = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    model = torch.nn.Module()
+    model.big, model.small = big, small
+    seen = {}
+
+    def loss_fn(step):  # gradients 1000 and 0.5: joint clipping to norm 1 would shrink the small one to ~0.0005
+        return 1000 * big.sum() + 0.5 * small.sum()
+
+    class Recorder(torch.optim.SGD):
+        def step(self, closure=None):
+            seen["big"], seen["small"] = big.grad.item(), small.grad.item()
+            return super().step(closure)
+
+    train_loop(model, Recorder([big, small], lr=0.1), 1, 0, loss_fn, "t", clip_groups=[[big], [small]])
+    assert seen == {"big": pytest.approx(1.0), "small": pytest.approx(0.5)}
+    train_loop(model, Recorder([big, small], lr=0.1), 1, 0, loss_fn, "t")
+    assert seen["big"] == pytest.approx(1.0, abs=1e-3) and seen["small"] == pytest.approx(0.0005, rel=1e-3)
+
+
 def test_stop_words_match_byte_level_bpe_tokens_with_their_space_mark(lm):
     from tiny_models import byte_level_bpe
 

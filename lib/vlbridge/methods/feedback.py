@@ -59,7 +59,7 @@ class Example:
     rationale: str | None = None
 
 
-def with_adapters(model, config: FeedbackConfig):
+def tunable_copy(model, config: FeedbackConfig):
     """A copy of the grounded model whose bridge trains; with lora_rank > 0 its LM is a copy with
     LoRA adapters (the original LM, shared with every other model, stays untouched)."""
     frozen = {id(model.clip): model.clip, id(model.lm): model.lm}  # shared, never copied
@@ -200,7 +200,7 @@ class FeedbackLoop:
         if needed > len(items):
             raise ValueError(f"{config.rounds} rounds x {config.items_per_round} items need {needed} items; "
                              f"got {len(items)}")
-        self.model = with_adapters(model, config)
+        self.model = tunable_copy(model, config)
         self.features, self.items, self.config = features, items, config
         self.kept: list[Example] = []
         self.answers = answer_only(items)
@@ -261,7 +261,7 @@ def sft(model, features: torch.Tensor, items: list, config: FeedbackConfig, step
     labelled = len(items) if labelled is None else labelled
     if not 0 < labelled <= len(items):
         raise ValueError(f"labelled must be between 1 and {len(items)}, got {labelled}")
-    tuned = with_adapters(model, config)
+    tuned = tunable_copy(model, config)
     log = tune(tuned, features, items, gold_rationales(items[:labelled]), answer_only(items), config, steps,
                f"SFT {labelled}")
     return tuned, log
