@@ -37,7 +37,7 @@ def test_params_prints_the_merged_yaml(capsys):
 @pytest.mark.parametrize("args, message", [
     (["params", "99", "-p", "smoke"], "unknown chapter '99'; chapters are: 01_microworld, 02_backbones"),
     (["params", "01", "-p", "nope"],
-     "unknown profile 'nope'; profiles are: default, gpu, paper-esper, paper-fromage, smoke"),
+     "unknown profile 'nope'; profiles are: default, gpu, paper-esper, paper-fromage, paper-illume, smoke"),
     (["params", "01", "-p", "smoke", "--set", "nope=1"], "unknown key 'nope'; allowed keys are"),
     (["run", "01", "-p", "smoke", "--set", "seed=x"], "'seed' must be int, got str ('x')"),
     (["run", "all", "-p", "smoke", "--set", "nope=1"], "--set: unknown key 'nope'"),
