@@ -67,3 +67,21 @@ def test_caption_scores_are_perfect_for_a_reference_and_lower_otherwise():
     assert worse["bleu4"] < 0.5 and worse["rouge_l"] < perfect["rouge_l"]
     with pytest.raises(ValueError, match="one list of references per candidate"):
         caption_scores(["x"], [])
+
+
+def test_clipscore_is_the_papers_formula_and_prefers_the_right_caption():
+    from vlbridge import backbones
+    from vlbridge.eval import clip_scores
+
+    clip = backbones.load_clip("micro-clip-smoke")
+    scenes = world.scenes(world.HELDOUT_START, 40)
+    images = clip.encode_images(world.render_array(scenes, clip.image_size))
+    right = [world.canonical_caption(s) for s in scenes]
+    scores = clip_scores(clip, images, right)
+    cosine = (images * clip.encode_texts(right)).sum(1)
+    assert torch.allclose(scores, 2.5 * cosine.clamp(min=0))  # w = 2.5, negative cosines count as 0
+    assert (scores >= 0).all()
+    # Another scene's caption fits worse on average, even for barely trained smoke backbones.
+    assert scores.mean() > clip_scores(clip, images, right[1:] + right[:1]).mean()
+    with pytest.raises(ValueError, match="40 images but 39 captions"):
+        clip_scores(clip, images, right[:39])
