@@ -1,5 +1,7 @@
 """The audio encoder (audio.py): stereo log-mel features, an encoder into CLIP's image space trained
 by distillation from the frozen CLIP, deterministic for a seed, and clear errors for bad input."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -95,3 +97,17 @@ def test_bad_input_is_a_clear_error(clip, trained):
         encoder(torch.zeros(0, 2, 40, 63))
     with pytest.raises(ValueError, match="must be a torch.Tensor"):
         encoder([[0.0]])
+
+
+def test_a_saved_encoder_loads_with_the_same_embeddings_and_only_for_its_clip(clip, trained, tmp_path):
+    from vlbridge.checkpoint import CheckpointError
+
+    encoder = trained[0]
+    encoder.save(tmp_path / "encoder", clip.name)
+    loaded = audio.AudioEncoder.load(tmp_path / "encoder", clip)
+    sounds = world.scenes(world.HELDOUT_START, 8)
+    assert torch.equal(audio.audio_embeddings(loaded, sounds), audio.audio_embeddings(encoder, sounds))
+    other = SimpleNamespace(name="another-clip", embed_dim=clip.embed_dim)
+    with pytest.raises(CheckpointError, match="trained on clip 'micro-clip-smoke', not 'another-clip'"):
+        audio.AudioEncoder.load(tmp_path / "encoder", other)
+

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import world
+from . import checkpoint, world
 from .repro import generator
 from .training import adamw, train_loop
 
@@ -77,6 +77,8 @@ class AudioEncoder(nn.Module):
             raise ValueError(f"AudioEncoder sizes must be positive, got clip_dim={clip_dim}, n_mels={n_mels}, "
                              f"width={width}, time_bins={time_bins}, hidden={hidden}")
         self.clip_dim, self.n_mels, self.time_bins = clip_dim, n_mels, time_bins
+        self.sizes = dict(clip_dim=clip_dim, n_mels=n_mels, width=width, time_bins=time_bins, hidden=hidden,
+                          kernel=kernel, stride=stride)  # what save() records, to build it again
         pad = kernel // 2
         self.conv = nn.Sequential(
             nn.Conv1d(CHANNELS * n_mels, width, kernel, stride=stride, padding=pad), nn.GELU(),
@@ -107,6 +109,17 @@ class AudioEncoder(nn.Module):
         x = x.flatten(1, 2)  # [N, 2 * n_mels, frames]: both ears' mel bins as channels
         x = self.pool(self.conv(x)).flatten(1)
         return F.normalize(self.head(x), dim=-1)
+
+    def save(self, folder, clip_name: str) -> None:
+        """The weights (safetensors) and a JSON config naming the CLIP whose image space it was aligned to."""
+        checkpoint.save(folder, self, self.sizes, {"clip": clip_name}, {"clip_embed_dim": self.clip_dim})
+
+    @classmethod
+    def load(cls, folder, clip) -> "AudioEncoder":
+        """A saved encoder, for the CLIP it was aligned to (another is a CheckpointError)."""
+        encoder = cls(**checkpoint.read_meta(folder)["config"])
+        checkpoint.load(folder, encoder, {"clip": clip.name}, checkpoint.backbone_dims(clip=clip))
+        return encoder.eval()
 
 
 def _as_features(scenes_or_features) -> torch.Tensor:

@@ -17,19 +17,22 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-import numpy as np
 import torch
 
 from .. import bridge as br
+from .. import checkpoint
 from ..bridge import Text
 from ..critics import LoggingCritic
 from ..probes import split_answer
 from ..repro import generator
 from ..training import adamw, train_loop
 from ..world import vqa_prompt
+from .grounding import Fromage
 
 STOP = (".",)  # a rationale is one sentence
+LORA = "lora"  # the subfolder of a saved tuned model holding its LoRA adapters
 
 
 @dataclass
@@ -72,6 +75,28 @@ def tunable_copy(model, config: FeedbackConfig):
                                            target_modules=list(config.lora_targets)), lm.model)
         tuned.lm = lm
     return tuned
+
+
+def save_tuned(model, folder, config: FeedbackConfig) -> None:
+    """A tuned model: its bridge (as Fromage.save writes it) and, with lora_rank > 0, the LoRA adapters
+    of its LM's copy in folder/lora, with their rank and target modules."""
+    model.save(folder)
+    if config.lora_rank > 0:
+        checkpoint.save(Path(folder) / LORA, model.lm.model,
+                        {"lora_rank": config.lora_rank, "lora_targets": list(config.lora_targets)},
+                        {"lm": model.lm.name})
+
+
+def load_tuned(folder, clip, lm):
+    """A model saved by save_tuned, on the backbones it was trained on (the shared `lm` stays as it is:
+    adapters, if any, go on a copy)."""
+    model = Fromage.load(folder, clip, lm)
+    if not (Path(folder) / LORA).is_dir():
+        return model
+    lora = checkpoint.read_meta(Path(folder) / LORA)["config"]
+    tuned = tunable_copy(model, FeedbackConfig(lora_rank=lora["lora_rank"], lora_targets=tuple(lora["lora_targets"])))
+    checkpoint.load(Path(folder) / LORA, tuned.lm.model, {"lm": lm.name})
+    return tuned.eval()
 
 
 def trainable(model) -> list[torch.nn.Parameter]:
@@ -265,12 +290,3 @@ def sft(model, features: torch.Tensor, items: list, config: FeedbackConfig, step
     log = tune(tuned, features, items, gold_rationales(items[:labelled]), answer_only(items), config, steps,
                f"SFT {labelled}")
     return tuned, log
-
-
-def rationale_metrics(pairs: list[tuple[str, str | None]], items: list, truth=None) -> dict:
-    """Answer accuracy, and the share of rationales the `truth` critic accepts (world truth), over
-    greedy (answer, rationale) pairs."""
-    out = {"answer_acc": float(np.mean([a == it.answer for (a, _), it in zip(pairs, items, strict=True)]))}
-    if truth is not None:
-        out["rationale_acc"] = float(np.mean([bool(r) and truth.judge(it, [r])[0] for (_, r), it in zip(pairs, items)]))
-    return out

@@ -1,0 +1,75 @@
+"""Trained models that later chapters load (chapter 6 scores every method's models side by side).
+
+They live in the cache, not in results/: a FROMAGe bridge on patch tokens is 18 MB, too big to commit
+with every run. An entry is keyed by the chapter that trained it, a name, and a hash of that chapter's
+parameters and of the code that builds the stand-in backbones, so a run with other parameters
+(`--set steps=10`) is saved beside the profile's own, never over it, and a later chapter asks for
+the entry its profile's parameters make.
+
+An entry is a folder: what the model's own `save` writes, and record.json (the chapter's parameters
+and what the chapter reports about the training: seconds, labels used). It is written to a staging
+folder and renamed into place, so it is whole or absent.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from . import config
+from .backbones.cache import code_fingerprint
+from .paths import atomic_write_json, cache_root, replace_path
+
+RECORD = "record.json"
+
+
+class NotTrainedError(FileNotFoundError):
+    """No entry for these parameters: the chapter that trains it has not run with them."""
+
+
+def chapter_params(chapter: str, namespace: dict) -> dict:
+    """The values of `chapter`'s declared parameters in a running chapter's `namespace` (its globals())."""
+    declared = config.chapter_parameters(config.resolve_chapter(chapter))
+    missing = [name for name in declared if name not in namespace]
+    if missing:
+        raise ValueError(f"chapter {chapter}'s parameters {missing} are not defined here; pass the chapter's globals()")
+    return {name: namespace[name] for name in declared}
+
+
+def entry_dir(chapter: str, name: str, params: dict) -> Path:
+    canonical = json.dumps({"params": params, "backbone_code": code_fingerprint()}, sort_keys=True,
+                           separators=(",", ":"))
+    return cache_root() / "trained" / chapter / f"{name}-{hashlib.sha256(canonical.encode()).hexdigest()[:12]}"
+
+
+def save_trained(chapter: str, name: str, params: dict, save, record: dict | None = None) -> Path:
+    """Call save(folder) into a staging folder, add record.json, and put it in place as the entry for
+    (chapter, name, params). Returns the entry's folder."""
+    final = entry_dir(chapter, name, params)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.saving-"))
+    try:
+        save(stage)
+        atomic_write_json(stage / RECORD, {"chapter": chapter, "name": name, "params": params, **(record or {})})
+        replace_path(stage, final)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return final
+
+
+def trained(chapter: str, name: str, profile: str) -> Path:
+    """The entry `name` that `chapter` saved when run with `profile`'s parameters (no --set)."""
+    chapter = config.resolve_chapter(chapter)
+    folder = entry_dir(chapter, name, config.merged_parameters(chapter, profile))
+    if not (folder / RECORD).is_file():
+        raise NotTrainedError(
+            f"no {name!r} trained by chapter {chapter} with the {profile!r} profile's parameters in {folder.parent}: "
+            f"run `vlbridge run {chapter} --profile {profile}` first (it saves it there), or the whole book")
+    return folder
+
+
+def read_record(folder) -> dict:
+    return json.loads((Path(folder) / RECORD).read_text())
