@@ -5,7 +5,17 @@ import pytest
 import torch
 
 from vlbridge import world
-from vlbridge.eval import attribute_counts, caption_scores, grounded_scores, mean_reciprocal_rank, ndcg, recall_at_k
+from vlbridge.critics import WorldCritic, world_items
+from vlbridge.eval import (
+    attribute_counts,
+    caption_scores,
+    grounded_scores,
+    mean_reciprocal_rank,
+    meteor_unavailable,
+    ndcg,
+    recall_at_k,
+    vqa_scores,
+)
 from vlbridge.world.scene import Scene, WorldObject
 
 RED_CIRCLE_TOP_LEFT = WorldObject("circle", "red", "large", 0, 0)
@@ -69,6 +79,21 @@ def test_caption_scores_are_perfect_for_a_reference_and_lower_otherwise():
         caption_scores(["x"], [])
 
 
+@pytest.mark.skipif(meteor_unavailable() is not None, reason="METEOR needs Java")
+def test_meteor_rewards_matching_words_and_stems():
+    refs = [["there is a large red circle at the top left ."]] * 3
+    scores = [caption_scores([c], [r], meteor=True)["meteor"] for c, r in zip(
+        ["there is a large red circle at the top left .", "there is a large red circles at the top .", "no ."], refs)]
+    assert scores[0] > 0.99 and 0.3 < scores[1] < scores[0] and scores[2] < 0.1
+    assert "meteor" not in caption_scores(["x"], [["x"]])  # only when asked: it starts a Java process
+
+
+def test_meteor_is_skipped_with_a_reason_when_java_is_missing(monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    assert "no `java` is on PATH" in meteor_unavailable()
+    assert "meteor" not in caption_scores(["a red circle ."], [["a red circle ."]], meteor=True)
+
+
 def test_clipscore_is_the_papers_formula_and_prefers_the_right_caption():
     from vlbridge import backbones
     from vlbridge.eval import clip_scores
@@ -85,3 +110,12 @@ def test_clipscore_is_the_papers_formula_and_prefers_the_right_caption():
     assert scores.mean() > clip_scores(clip, images, right[1:] + right[:1]).mean()
     with pytest.raises(ValueError, match="40 images but 39 captions"):
         clip_scores(clip, images, right[:39])
+
+
+def test_vqa_scores_on_known_answers():
+    items = world_items(0, 2)
+    right = [(items[0].answer, items[0].explanation), (items[1].answer, None)]
+    assert vqa_scores(right, items, WorldCritic()) == {"answer_acc": 1.0, "rationale_acc": 0.5}
+    assert vqa_scores([("zebra", None)] * 2, items) == {"answer_acc": 0.0}
+    with pytest.raises(ValueError, match="one \\(answer, rationale\\) pair per item"):
+        vqa_scores(right[:1], items)

@@ -1,0 +1,26 @@
+"""Scoreboard tables (eval/scoreboard.py): Markdown for people, JSON for programs, the same numbers."""
+import json
+
+import pytest
+
+from vlbridge.eval.scoreboard import Scoreboard, markdown_table
+
+
+def test_markdown_table_formats_floats_ints_and_missing_cells():
+    table = markdown_table({"FROMAGe": {"f1": 0.76749, "params": 1147906}, "floor": {"f1": 0.3}},
+                           {"f1": "attr F1", "params": "trainable", "r1": "R@1"})
+    assert table.splitlines() == ["| | attr F1 | trainable | R@1 |", "|---|---:|---:|---:|",
+                                  "| FROMAGe | 0.767 | 1,147,906 | – |", "| floor | 0.300 | – | – |"]
+    with pytest.raises(ValueError, match=r"metrics with no column: \['cider'\]"):
+        markdown_table({"x": {"cider": 1.0}}, {"f1": "F1"})
+
+
+def test_write_puts_the_same_numbers_in_markdown_and_json(tmp_path):
+    board = Scoreboard("Profile `smoke`.")
+    board.add("Captioning", {"FROMAGe": {"f1": 0.5}}, {"f1": "attr F1"}, note="a note.")
+    board.add("Cost", {"FROMAGe": {"n": 10}}, {"n": "trainable"})
+    md, js = board.write(tmp_path)
+    assert md.read_text() == ("Profile `smoke`.\n\n### Captioning\n\n| | attr F1 |\n|---|---:|\n| FROMAGe | 0.500 |\n\n"
+                              "a note.\n\n### Cost\n\n| | trainable |\n|---|---:|\n| FROMAGe | 10 |\n")
+    data = json.loads(js.read_text())
+    assert data["Captioning"]["rows"] == {"FROMAGe": {"f1": 0.5}} and data["Cost"]["columns"] == {"n": "trainable"}
