@@ -66,6 +66,16 @@ def test_run_writes_notebook_metrics_run_record_and_figures(tmp_path):
     assert not list(tmp_path.glob(".staging-*"))
 
 
+def test_files_a_chapter_writes_beside_its_folder_land_beside_it(project, tmp_path):
+    chapter = project / "book" / "01_microworld.py"
+    chapter.write_text(chapter.read_text() + '\n# %%\nfrom vlbridge.paths import results_root\n'
+                       '(results_root() / profile / "scoreboard.md").write_text("beside")\n')
+    out = vlbridge("run", "01", "-p", "smoke", "--set", "stats_scenes=50", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "smoke" / "scoreboard.md").read_text() == "beside"  # as chapter 6 writes its scoreboard
+    assert not list(tmp_path.glob(".staging-*"))
+
+
 def test_a_failing_chapter_says_which_cell_and_leaves_previous_results(project, tmp_path):
     results = tmp_path / "results"
     previous = results / "smoke" / "01_microworld"

@@ -11,6 +11,7 @@ EPILOG = """examples:
   vlbridge run 02 --profile smoke --set seed=1    one chapter, one parameter changed
   vlbridge params backbones --profile default     the merged parameters a run would get
   vlbridge export coco --out /tmp/mw --count 100  microworld scenes as COCO captions + PNGs
+  vlbridge readme                                 copy results/default/scoreboard.md into README.md
 
 Parameters merge in this order: the chapter's parameters cell < the profile's `common:` section
 < the profile's chapter section < --set key=value. Unknown keys and wrong types are errors."""
@@ -58,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     params.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
     sub.add_parser("list", help="list chapters and profiles")
+    sub.add_parser("readme", help="copy the default scoreboard into README.md",
+                   description="Copy results/default/scoreboard.md (written by chapter 6) into README.md, "
+                               "between its scoreboard markers; a test keeps the two equal.")
 
     from .world.export import EXPORT_FORMATS
 
@@ -104,6 +108,13 @@ def _list(args) -> int:
     return 0
 
 
+def _readme(args) -> int:
+    from .readme import update_readme
+
+    print(f"updated {update_readme()}")
+    return 0
+
+
 def _export(args) -> int:
     from .world.export import EXPORT_FORMATS, export
 
@@ -119,13 +130,14 @@ def main(argv=None) -> int:
     from .config import ConfigError
     from .data import DataError
     from .paths import ProjectNotFoundError
+    from .readme import ReadmeError
     from .runner import RunError
 
     args = _parser().parse_args(argv)
-    handler = {"run": _run, "params": _params, "list": _list, "export": _export}[args.command]
+    handler = {"run": _run, "params": _params, "list": _list, "export": _export, "readme": _readme}[args.command]
     try:
         return handler(args)
-    except (ConfigError, ProjectNotFoundError, DataError, BackboneNotFoundError) as e:
+    except (ConfigError, ProjectNotFoundError, DataError, BackboneNotFoundError, ReadmeError) as e:
         print(f"vlbridge: error: {e}", file=sys.stderr)
         return 2
     except RunError as e:

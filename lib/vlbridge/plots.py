@@ -70,3 +70,20 @@ def sound_figure(wave: np.ndarray, log_mel: np.ndarray, sample_rate: int, title:
         axes[0].set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def side_by_side(images, texts: dict[str, list[str]], wrap: int = 90, cell: float = 1.9):
+    """One row per image: the image, then each method's text for it (method: text), so several
+    methods' captions of the same picture read as one column."""
+    n = len(images)
+    fig, axes = plt.subplots(n, 2, figsize=(cell + 7.5, cell * n), squeeze=False,
+                             gridspec_kw={"width_ratios": [cell, 7.5]})
+    for i, (picture, panel) in enumerate(axes):
+        picture.imshow(np.asarray(images[i]), interpolation="nearest")
+        lines = [textwrap.fill(f"{method}: {values[i]}", wrap, subsequent_indent="    ")
+                 for method, values in texts.items()]
+        panel.text(0, 0.5, "\n".join(lines), fontsize=7.5, va="center", ha="left", transform=panel.transAxes)
+        for ax in (picture, panel):
+            ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -145,6 +145,9 @@ def run_chapter(chapter: str, profile: str, overrides=(), out_root: Path | None 
     atomic_write_json(outputs / "run.json", run_record(chapter, profile, params, started, time.time() - started))
     replace_path(outputs, final_dir / chapter)
     replace_path(staged_notebook, final_dir / staged_notebook.name)
+    for extra in sorted(staged_notebook.parent.iterdir()):  # files a chapter writes beside its folder (a scoreboard)
+        if extra.is_file():
+            replace_path(extra, final_dir / extra.name)
     shutil.rmtree(staging, ignore_errors=True)
     return final_dir / staged_notebook.name
 
