@@ -28,15 +28,13 @@
 # as in the paper.
 
 # %%
-import tempfile
 from collections import Counter
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from vlbridge import backbones, world
+from vlbridge import backbones, store, world
 from vlbridge.chapter import Chapter
 from vlbridge.eval import caption_scores, grounded_scores, mean_reciprocal_rank, ndcg, recall_at_k
 from vlbridge.eval.contextual import STORY_SETTINGS, answer_candidates, dialogue_text, story_query, text_of
@@ -76,6 +74,7 @@ answer_candidates_per_round: int = 10  # VisDial ranks 100; here a question kind
 
 # %%
 ch = Chapter("03_grounding", profile, seed=seed, threads=threads, device=device)
+params = store.chapter_params(ch.name, globals())  # the trained bridge is saved under these (for chapter 6)
 clip = backbones.load_clip(clip_model, device=device, dtype=dtype)
 lm = backbones.load_lm(lm_model, device=device, dtype=dtype)
 frozen = sum(p.numel() for p in clip.model.parameters()) + sum(p.numel() for p in lm.model.parameters())
@@ -219,7 +218,8 @@ plt.show()
 # sentence), **5 captions**, or **5 captions and the first 4 pictures**, interleaved. CLIP's text
 # encoder reads the same text (it cannot read pictures); its context is 48 tokens, as real CLIP's is
 # 77, so it reads only the beginning of a long story. The paper (Table 1, VIST, R@1): CLIP
-# 11.9 → 5.9 from 1 to 5 captions; FROMAGe 11.3 → 11.9 → 18.2 (*the paper's numbers, not ours*).
+# 11.9 → 5.9 from 1 to 5 captions; FROMAGe 11.3 with 1 caption, 18.2 with 5 captions and 4 pictures
+# (*the paper's numbers, not ours*).
 
 # %%
 told = [world.story(world.TEST_START + i) for i in range(stories)]
@@ -390,14 +390,14 @@ ch.record(t2i_r1_k1=short["embedding, k=1"]["t2i_r1"], t2i_r1_k4=short["embeddin
 # ## Sharing a trained bridge
 #
 # Only the trained parts are saved (safetensors), with a JSON config naming the backbones; loading
-# it on other backbones is an error that says so.
+# it on other backbones is an error that says so. The bridge is kept in the cache (`vlbridge.store`),
+# under this chapter's parameters: chapter 6 loads it from there.
 
 # %%
-with tempfile.TemporaryDirectory() as folder:
-    model.save(folder)
-    files = {p.name: p.stat().st_size for p in sorted(Path(folder).iterdir())}
-    reloaded = Fromage.load(folder, clip, lm)
-print(", ".join(f"{name} {size / 1e6:.2f} MB" for name, size in files.items()))
+saved = store.save_trained(ch.name, "fromage", params, model.save,
+                           {"train_seconds": log["seconds"], "captioned_images": len(train_features)})
+reloaded = Fromage.load(saved, clip, lm)
+print(", ".join(f"{p.name} {p.stat().st_size / 1e6:.2f} MB" for p in sorted(saved.iterdir()) if p.name != store.RECORD))
 print("reloaded captions identical:", reloaded.caption(held_features[:20]) == captions[:20])
 
 # %% [markdown]

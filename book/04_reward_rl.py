@@ -47,7 +47,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from vlbridge import backbones, world
+from vlbridge import backbones, store, world
 from vlbridge.audio import audio_embeddings, sound_features, train_audio_encoder
 from vlbridge.chapter import Chapter
 from vlbridge.data.esp import ESP_CAPTION_FIELDS, load_esp
@@ -107,6 +107,7 @@ examples: int = 4  # held-out pictures whose captions are shown
 if not 0 < sweep_steps < steps:
     raise ValueError(f"sweep_steps must be between 0 and steps ({steps}), got {sweep_steps}")
 ch = Chapter("04_reward_rl", profile, seed=seed, threads=threads, device=device)
+params = store.chapter_params(ch.name, globals())  # the trained mappers are saved under these (for chapter 6)
 clip = backbones.load_clip(clip_model, device=device, dtype=dtype)
 lm = backbones.load_lm(lm_model, device=device, dtype=dtype)
 frozen = sum(p.numel() for p in clip.model.parameters()) + sum(p.numel() for p in lm.model.parameters())
@@ -420,16 +421,27 @@ ch.record(kl_sweep={str(k): {m: v for m, v in r.items() if m != "example"} for k
           sweep_steps=sweep_steps)
 
 # %% [markdown]
-# ## Sharing a trained mapper
+# ## Sharing the trained mappers
 #
-# Only the mapper is saved (safetensors), with a JSON config naming the encoder and the LM.
+# Only a mapper is saved (safetensors), with a JSON config naming the encoder and the LM; the audio
+# encoder likewise, naming the CLIP it was aligned to. They are kept in the cache (`vlbridge.store`),
+# under this chapter's parameters: chapter 6 loads them from there.
 
 # %%
-with tempfile.TemporaryDirectory() as folder:
-    grpo.captioner.save(folder)
-    files = {p.name: p.stat().st_size for p in sorted(Path(folder).iterdir())}
-    reloaded = PrefixCaptioner.load(folder, lm)
-print(", ".join(f"{name} {size / 1e6:.2f} MB" for name, size in files.items()))
+seconds = {"clipcap": sup_log["seconds"], "esper_grpo": grpo_log["seconds"], "esper_ppo": ppo_log["seconds"],
+           "esper_style": grpo_log["seconds"] + style_log["seconds"],  # from the frozen backbones: GRPO, then style RL
+           "esper_audio": audio_log["seconds"] + heard_log["seconds"]}  # the audio encoder, then RL
+captioners = {"clipcap": supervised, "esper_grpo": grpo.captioner, "esper_ppo": ppo.captioner,
+              "esper_style": styled.captioner, "esper_audio": heard.captioner}
+saved = {name: store.save_trained(ch.name, name, params, captioner.save,
+                                  {"train_seconds": seconds[name],
+                                   "captioned_images": len(train_features) if name == "clipcap" else 0})
+         for name, captioner in captioners.items()}
+store.save_trained(ch.name, "audio_encoder", params, lambda folder: audio_encoder.save(folder, clip.name),
+                   {"train_seconds": audio_log["seconds"], "captioned_images": 0})
+reloaded = PrefixCaptioner.load(saved["esper_grpo"], lm)
+print(", ".join(f"{p.name} {p.stat().st_size / 1e6:.2f} MB" for p in sorted(saved["esper_grpo"].iterdir())
+                if p.name != store.RECORD))
 print("reloaded captions identical:", reloaded.caption(held_features[:20]) == grpo_captions[:20])
 
 # %% [markdown]

@@ -34,10 +34,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from vlbridge import backbones, world
+from vlbridge import backbones, store, world
 from vlbridge.chapter import Chapter
 from vlbridge.critics import DecisionLog, RougeCritic, WorldCritic, vqax_items, world_items
-from vlbridge.eval import caption_scores
+from vlbridge.eval import caption_scores, vqa_scores
 from vlbridge.methods import feedback as fb
 from vlbridge.methods.grounding import Fromage, FromageConfig
 from vlbridge.plots import image_grid
@@ -80,6 +80,7 @@ examples: int = 3
 
 # %%
 ch = Chapter("05_feedback", profile, seed=seed, threads=threads, device=device)
+params = store.chapter_params(ch.name, globals())  # the tuned models are saved under these (for chapter 6)
 clip = backbones.load_clip(clip_model, device=device, dtype=dtype)
 lm = backbones.load_lm(lm_model, device=device, dtype=dtype)
 if critic not in ("world", "rouge"):
@@ -139,7 +140,7 @@ def evaluate(model) -> dict:
     the share of rationales sampled as in the loop (after the gold answer) that the critic would
     accept — on the same held-out items every round, unlike the loop's new items."""
     pairs = fb.answer(model, held_features, held)
-    scores = fb.rationale_metrics(pairs, held, truth)
+    scores = vqa_scores(pairs, held, truth)
     text = caption_scores([r or "" for _, r in pairs], [[it.explanation] for it in held])
     scores |= {"rouge_l": text["rouge_l"], "cider": text["cider"]}
     if truth:
@@ -205,12 +206,12 @@ if not vqax_json:
 # points are its rounds: after round r, the critic has judged r × `items_per_round` items.
 
 # %%
-sft = {}
+sft, sft_models = {}, {}
 for budget in sft_budgets:
     if budget > train_items:
         raise ValueError(f"sft_budgets: {budget} is more than train_items ({train_items})")
-    model, log = fb.sft(grounded, features, items, config, sft_steps, labelled=budget)
-    sft[budget] = evaluate(model) | {"seconds": log["seconds"]}
+    sft_models[budget], log = fb.sft(grounded, features, items, config, sft_steps, labelled=budget)
+    sft[budget] = evaluate(sft_models[budget]) | {"seconds": log["seconds"]}
     print(f"SFT on {budget:5d} gold rationales: " + ", ".join(f"{k} {v:.4f}" for k, v in sft[budget].items()
                                                             if k != "seconds") + f" (took {log['seconds']:.1f} s)")
 full = sft[max(sft_budgets)]
@@ -236,6 +237,25 @@ if matched:
 ch.record(sft_rationale_acc=full.get("rationale_acc"), sft_answer_acc=full["answer_acc"],
           sft_labels_used=max(sft_budgets), sft_by_budget={str(b): v for b, v in sft.items()},
           loop_vs_sft=ratio)
+
+# %% [markdown]
+# The grounded model, the loop's model and SFT on every gold rationale are kept in the cache
+# (`vlbridge.store`), under this chapter's parameters: chapter 6 loads them from there.
+
+# %%
+grounding = {"captioned_images": len(caption_features) if caption_tsv else len(items)}
+tuned_models = {
+    "grounded": (grounded, grounding | {"train_seconds": grounding_log["seconds"]}),
+    "illume": (loop.model, grounding | {"train_seconds": grounding_log["seconds"] + train_seconds,
+                                        "judged_items": labels_used}),
+    "sft": (sft_models[max(sft_budgets)], grounding | {"train_seconds": grounding_log["seconds"] + full["seconds"],
+                                                       "written_rationales": max(sft_budgets)}),
+}
+for name, (tuned, record) in tuned_models.items():
+    saved = store.save_trained(ch.name, name, params, lambda folder: fb.save_tuned(tuned, folder, config), record)
+reloaded = fb.load_tuned(saved, clip, lm)
+print("reloaded SFT model answers identical:",
+      fb.answer(reloaded, held_features[:20], held[:20]) == fb.answer(tuned, held_features[:20], held[:20]))
 
 # %% [markdown]
 # ## A fuzzy critic
