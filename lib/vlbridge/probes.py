@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from . import bridge as br
 from . import world
+from .eval.vqa import vqa_scores
 from .repro import generator
 from .world.grammar import is_caption
 
@@ -88,13 +89,16 @@ def rationale_true(rationale: str | None, scene) -> bool:
 
 
 def vqa_from_text(lm, items, with_caption: bool) -> dict:
-    """Greedy answers to `q : ... a :` prompts, with the scene's caption before them or not."""
+    """Greedy answers to `q : ... a :` prompts, with the scene's caption before them or not: answer
+    accuracy (eval.vqa_scores) and the share of rationales true of the scene (whether or not they
+    support the answer: the LM alone is not asked to)."""
+
     prompts = [(f"{world.caption(it.scene, world.scene_rng(it.seed, 1))} " if with_caption else "")
                + world.vqa_prompt(it.question) for it in items]
     outputs = generate(lm, prompts, 40, sample=False)
     answers = [split_answer(o) for o in outputs]
     return {
-        "answer_acc": float(np.mean([a == it.answer for (a, _), it in zip(answers, items)])),
+        "answer_acc": vqa_scores(answers, items)["answer_acc"],
         "rationale_acc": float(np.mean([rationale_true(r, it.scene) for (_, r), it in zip(answers, items)])),
         "example": f"{prompts[0]} {outputs[0]}",
     }
