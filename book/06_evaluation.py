@@ -104,7 +104,9 @@ test_end = test_start + max(test_scenes, test_items) + 20_000 + stories  # stori
 for what, (start, end) in used.items():
     if start < test_end and test_start < end:
         raise ValueError(f"test seeds [{test_start}, {test_end}) overlap {what} [{start}, {end})")
-print(f"test seeds [{test_start:,}, {test_end:,}); the chapters' seeds end at {max(e for _, e in used.values()):,}")
+for what, (start, end) in used.items():
+    print(f"{what:22s} seeds [{start:,}, {end:,})")
+print(f"{'test set (this chapter)':22s} seeds [{test_start:,}, {test_end:,})")
 test = world.scenes(test_start, test_scenes)
 images = world.render_array(test, clip.image_size)
 embeddings = clip.encode_images(images)
@@ -209,10 +211,13 @@ print(board.add(f"Questions with rationales ({test_items} test questions)", vqa,
                 note="rationale acc: the share of rationales the world-truth critic accepts (true of the scene, "
                      "supporting the answer); text metrics against the one gold rationale."))
 ch.record(vqa=vqa)
-for it, pairs in zip(items[:examples], zip(*answers.values())):
-    print(f"\nq : {it.question}   (gold: {it.answer} because {it.explanation})")
-    for label, (a, r) in zip(answers, pairs):
-        print(f"  {label:28s} {a}" + (f" because {r}" if r else "   (no rationale)"))
+said = {"question": [f"{it.question} (gold: {it.answer} because {it.explanation})" for it in items[:examples]]}
+said |= {label: [f"{a} because {r}" if r else f"{a} (no rationale)" for a, r in pairs[:examples]]
+         for label, pairs in answers.items()}
+for i in range(examples):
+    print("\n" + "\n".join(f"  {label:28s} {texts[i]}" for label, texts in said.items()))
+fig = ch.figure(side_by_side([world.render(it.scene, clip.image_size) for it in items[:examples]], said), "answers")
+plt.show()
 
 # %% [markdown]
 # ## Styles and sounds
