@@ -92,7 +92,6 @@ def vqa_from_text(lm, items, with_caption: bool) -> dict:
     """Greedy answers to `q : ... a :` prompts, with the scene's caption before them or not: answer
     accuracy (eval.vqa_scores) and the share of rationales true of the scene (whether or not they
     support the answer: the LM alone is not asked to)."""
-
     prompts = [(f"{world.caption(it.scene, world.scene_rng(it.seed, 1))} " if with_caption else "")
                + world.vqa_prompt(it.question) for it in items]
     outputs = generate(lm, prompts, 40, sample=False)

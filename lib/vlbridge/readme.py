@@ -35,12 +35,12 @@ def with_scoreboard(text: str, scoreboard: str, where: str = "README.md") -> str
     return f"{head}{START}\n{scoreboard}{END}{tail}"
 
 
-def update_readme(root: Path | None = None) -> Path:
+def update_readme() -> Path:
     """Copy results/default/scoreboard.md into README.md (atomically); returns README.md's path."""
-    root = root or repo_root()
+    root = repo_root()
     source = root / "results" / "default" / "scoreboard.md"
     if not source.is_file():
         raise ReadmeError(f"{source} does not exist: run chapter 6 on the default profile first "
-                                "(`vlbridge run all --profile default`)")
+                          "(`vlbridge run all --profile default`)")
     readme = root / "README.md"
     return atomic_write_text(readme, with_scoreboard(readme.read_text(), source.read_text(), str(readme)))

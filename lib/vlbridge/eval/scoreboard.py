@@ -41,14 +41,14 @@ class Scoreboard:
     def add(self, title: str, rows: dict[str, dict], columns: dict[str, str], note: str = "",
             digits: int = 3) -> str:
         """Add a section; returns its Markdown table (to print)."""
-        table = markdown_table(rows, columns, digits)
-        self.sections.append({"title": title, "rows": rows, "columns": columns, "note": note, "table": table})
-        return table
+        self.sections.append({"title": title, "rows": rows, "columns": columns, "note": note, "digits": digits})
+        return markdown_table(rows, columns, digits)
 
     def markdown(self) -> str:
         parts = [self.intro] if self.intro else []
         for s in self.sections:
-            parts += [f"### {s['title']}", s["table"]] + ([s["note"]] if s["note"] else [])
+            parts += [f"### {s['title']}", markdown_table(s["rows"], s["columns"], s["digits"])]
+            parts += [s["note"]] if s["note"] else []
         return "\n\n".join(parts) + "\n"
 
     def data(self) -> dict:
