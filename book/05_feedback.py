@@ -251,11 +251,11 @@ tuned_models = {
     "sft": (sft_models[max(sft_budgets)], grounding | {"train_seconds": grounding_log["seconds"] + full["seconds"],
                                                        "written_rationales": max(sft_budgets)}),
 }
-for name, (tuned, record) in tuned_models.items():
-    saved = store.save_trained(ch.name, name, params, lambda folder: fb.save_tuned(tuned, folder, config), record)
-reloaded = fb.load_tuned(saved, clip, lm)
-print("reloaded SFT model answers identical:",
-      fb.answer(reloaded, held_features[:20], held[:20]) == fb.answer(tuned, held_features[:20], held[:20]))
+saved = {name: store.save_trained(ch.name, name, params, lambda folder, m=tuned: fb.save_tuned(m, folder, config),
+                                  record) for name, (tuned, record) in tuned_models.items()}
+reloaded = fb.load_tuned(saved["sft"], clip, lm)
+print("reloaded SFT model answers identical:", fb.answer(reloaded, held_features[:20], held[:20])
+      == fb.answer(tuned_models["sft"][0], held_features[:20], held[:20]))
 
 # %% [markdown]
 # ## A fuzzy critic
