@@ -143,10 +143,10 @@ if skip_meteor:
 board = Scoreboard(f"Profile `{profile}`: every model loaded from the bridge its chapter saved, scored on "
                    f"{test_scenes} test scenes and {test_items} test questions from seeds no chapter used "
                    f"(`book/06_evaluation.py`).")
-print(board.add("Captioning", {m: {k: v for k, v in s.items() if k in columns} for m, s in captioning.items()},
-                columns, note="attr: grounded attribute precision, recall and F1 from the world's parser; "
-                              "text metrics against 5 reference captions per scene." + (
-                                  f" {skip_meteor}." if skip_meteor else "")))
+shown_scores = {m: {k: v for k, v in s.items() if k in columns} for m, s in captioning.items()}
+print(board.add("captioning", "Captioning", shown_scores, columns,
+                note="attr: grounded attribute precision, recall and F1 from the world's parser; text metrics "
+                     "against 5 reference captions per scene." + (f" {skip_meteor}." if skip_meteor else "")))
 print("\nBLEU-2 and BLEU-3: " + "; ".join(f"{m} {s['bleu2']:.3f}, {s['bleu3']:.3f}" for m, s in captioning.items()))
 ch.record(captioning=captioning)
 
@@ -182,7 +182,7 @@ for method, similarity in similarities.items():
     retrieval[method] = {f"r{k}": v for k, v in recall_at_k(similarity, same_scene).items()}
     retrieval[method] |= {"mrr": mean_reciprocal_rank(similarity, same_scene),
                           "ndcg10": ndcg(similarity, same_scene, 10)}
-print(board.add(f"Text → image retrieval ({test_scenes} candidates)", retrieval,
+print(board.add("retrieval", f"Text → image retrieval ({test_scenes} candidates)", retrieval,
                 {"r1": "R@1", "r5": "R@5", "r10": "R@10", "mrr": "MRR", "ndcg10": "NDCG@10"}))
 ch.record(retrieval=retrieval)
 
@@ -205,7 +205,7 @@ for label, name in (("grounded (before feedback)", "grounded"), ("ILLUME loop", 
     text = caption_scores([r or "" for _, r in answers[label]], [[it.explanation] for it in items], meteor=True)
     vqa[label] = vqa_scores(answers[label], items, truth) | {k: text[k] for k in ("rouge_l", "cider", "meteor")
                                                              if k in text}
-print(board.add(f"Questions with rationales ({test_items} test questions)", vqa,
+print(board.add("vqa", f"Questions with rationales ({test_items} test questions)", vqa,
                 {"answer_acc": "answer acc", "rationale_acc": "rationale acc", "rouge_l": "ROUGE-L",
                  "cider": "CIDEr"} | ({} if skip_meteor else {"meteor": "METEOR"}),
                 note="rationale acc: the share of rationales the world-truth critic accepts (true of the scene, "
@@ -234,13 +234,13 @@ for label, name in (("ESPER, GRPO, prompted", "esper_grpo"), ("ESPER-Style (afte
     styles[label] = {"style_acc": sum(style_accuracy(classifier, c, [s] * test_scenes)
                                       for s, c in by_style.items()) / len(world.STYLES),
                      "attr_f1": sum(grounded_scores(c, test)["f1"] for c in by_style.values()) / len(world.STYLES)}
-print(board.add("Styles (mean over news, blog, story, instruction, social)", styles,
+print(board.add("styles", "Styles (mean over news, blog, story, instruction, social)", styles,
                 {"style_acc": "style acc", "attr_f1": "attr F1"}))
 sound_captions = mappers["esper_audio"].caption(audio_embeddings(audio_encoder, test))
 audio = {}
 for label, scenes in (("ESPER from the sound", test), ("chance (another clip's scene)", test[1:] + test[:1])):
     audio[label] = {a: grounded_scores(sound_captions, scenes, (a,))["precision"] for a in ALL_ATTRIBUTES}
-print(board.add("Sounds: attribute precision of captions of the scenes' sounds", audio,
+print(board.add("audio", "Sounds: attribute precision of captions of the scenes' sounds", audio,
                 {a: a for a in ALL_ATTRIBUTES},
                 note="colour is silent: the captions name a colour, and it is a guess."))
 ch.record(styles=styles, audio=audio)
@@ -270,7 +270,7 @@ cost = {label: {"trainable": count, "frozen_fraction": frozen / (frozen + count)
                 "judged_items": records[name].get("judged_items", 0),
                 "written_rationales": records[name].get("written_rationales", 0)}
         for label, (name, count) in models.items()}
-print(board.add("Cost", cost, {"trainable": "trainable parameters", "frozen_fraction": "frozen fraction",
+print(board.add("cost", "Cost", cost, {"trainable": "trainable parameters", "frozen_fraction": "frozen fraction",
                                "captioned_images": "captioned images", "judged_items": "judged items",
                                "written_rationales": "written rationales"}, digits=4,
                 note="ESPER from the sound: the mapper and the audio encoder. ILLUME and SFT: chapter 5's FROMAGe "

@@ -17,10 +17,13 @@ def test_markdown_table_formats_floats_ints_and_missing_cells():
 
 def test_write_puts_the_same_numbers_in_markdown_and_json(tmp_path):
     board = Scoreboard("Profile `smoke`.")
-    board.add("Captioning", {"FROMAGe": {"f1": 0.5}}, {"f1": "attr F1"}, note="a note.")
-    board.add("Cost", {"FROMAGe": {"n": 10}}, {"n": "trainable"})
+    board.add("captioning", "Captioning", {"FROMAGe": {"f1": 0.5}}, {"f1": "attr F1"}, note="a note.")
+    board.add("cost", "Cost", {"FROMAGe": {"n": 10}}, {"n": "trainable"})
     md, js = board.write(tmp_path)
     assert md.read_text() == ("Profile `smoke`.\n\n### Captioning\n\n| | attr F1 |\n|---|---:|\n| FROMAGe | 0.500 |\n\n"
                               "a note.\n\n### Cost\n\n| | trainable |\n|---|---:|\n| FROMAGe | 10 |\n")
     data = json.loads(js.read_text())
-    assert data["Captioning"]["rows"] == {"FROMAGe": {"f1": 0.5}} and data["Cost"]["columns"] == {"n": "trainable"}
+    assert data["captioning"]["rows"] == {"FROMAGe": {"f1": 0.5}} and data["captioning"]["title"] == "Captioning"
+    assert data["cost"]["columns"] == {"n": "trainable"}
+    with pytest.raises(ValueError, match="already has a section 'cost'"):
+        board.add("cost", "Cost again", {}, {})

@@ -38,10 +38,14 @@ class Scoreboard:
         self.intro = intro
         self.sections: list[dict] = []
 
-    def add(self, title: str, rows: dict[str, dict], columns: dict[str, str], note: str = "",
+    def add(self, key: str, title: str, rows: dict[str, dict], columns: dict[str, str], note: str = "",
             digits: int = 3) -> str:
-        """Add a section; returns its Markdown table (to print)."""
-        self.sections.append({"title": title, "rows": rows, "columns": columns, "note": note, "digits": digits})
+        """Add a section: `key` names it in the JSON (stable across profiles), `title` heads it in the
+        Markdown. Returns its Markdown table (to print)."""
+        if any(s["key"] == key for s in self.sections):
+            raise ValueError(f"the scoreboard already has a section {key!r}")
+        self.sections.append({"key": key, "title": title, "rows": rows, "columns": columns, "note": note,
+                              "digits": digits})
         return markdown_table(rows, columns, digits)
 
     def markdown(self) -> str:
@@ -52,7 +56,8 @@ class Scoreboard:
         return "\n\n".join(parts) + "\n"
 
     def data(self) -> dict:
-        return {s["title"]: {"rows": s["rows"], "columns": s["columns"], "note": s["note"]} for s in self.sections}
+        return {s["key"]: {"title": s["title"], "rows": s["rows"], "columns": s["columns"], "note": s["note"]}
+                for s in self.sections}
 
     def write(self, folder) -> tuple[Path, Path]:
         folder = Path(folder)
