@@ -168,7 +168,7 @@ def score(captions, scenes=held, attributes=ALL_ATTRIBUTES) -> dict:
 
 # %%
 blind = new_captioner().sample(None, [PLAIN_PROMPT] * eval_scenes, temperature,
-                                             generator(seed, "no-image floor")).texts
+                                             generator(seed, "no-image floor", device)).texts
 floor = score(blind)
 supervised = new_captioner()
 sup_log = fit_supervised(supervised, train_features, lambda i, step: train_captions[i],

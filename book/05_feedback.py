@@ -144,7 +144,7 @@ def evaluate(model) -> dict:
     text = caption_scores([r or "" for _, r in pairs], [[it.explanation] for it in held])
     scores |= {"rouge_l": text["rouge_l"], "cider": text["cider"]}
     if truth:
-        sampled = fb.sample_rationales(model, held_features, held, config, generator(seed, "held-out samples"))
+        sampled = fb.sample_rationales(model, held_features, held, config, generator(seed, "held-out samples", device))
         scores["heldout_accept"] = float(np.mean([keep for it, cands in zip(held, sampled)
                                                   for keep in truth.judge(it, cands)]))
     return scores

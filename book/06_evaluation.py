@@ -74,7 +74,7 @@ ch = Chapter("06_evaluation", profile, seed=seed, threads=threads, device=device
 clip = backbones.load_clip(clip_model, device=device, dtype=dtype)
 lm = backbones.load_lm(lm_model, device=device, dtype=dtype)
 frozen = sum(p.numel() for p in clip.model.parameters()) + sum(p.numel() for p in lm.model.parameters())
-saved = {(chapter, name): store.trained(chapter, name, profile) for chapter, name in [
+saved = {(chapter, name): store.trained(chapter, name, profile, device=device, threads=threads) for chapter, name in [
     ("03_grounding", "fromage"), ("04_reward_rl", "clipcap"), ("04_reward_rl", "esper_ppo"),
     ("04_reward_rl", "esper_grpo"), ("04_reward_rl", "esper_style"), ("04_reward_rl", "esper_audio"),
     ("04_reward_rl", "audio_encoder"), ("05_feedback", "grounded"), ("05_feedback", "illume"), ("05_feedback", "sft")]}

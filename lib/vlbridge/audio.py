@@ -119,7 +119,7 @@ class AudioEncoder(nn.Module):
         """A saved encoder, for the CLIP it was aligned to (another is a CheckpointError)."""
         encoder = cls(**checkpoint.read_meta(folder)["config"])
         checkpoint.load(folder, encoder, {"clip": clip.name}, checkpoint.backbone_dims(clip=clip))
-        return encoder.eval()
+        return encoder.to(clip.device).eval()
 
 
 def _as_features(scenes_or_features) -> torch.Tensor:
@@ -175,7 +175,7 @@ def train_audio_encoder(clip, scenes, steps: int, batch_size: int = 128, lr: flo
     if encoder is None:
         with torch.random.fork_rng(devices=[]):  # seeded weights, without moving the caller's global stream
             torch.manual_seed(seed)
-            encoder = AudioEncoder(clip.embed_dim)
+            encoder = AudioEncoder(clip.embed_dim).to(clip.device)  # trained where CLIP runs
     elif encoder.clip_dim != clip.embed_dim:
         raise ValueError(f"the encoder outputs {encoder.clip_dim} dims but {clip.name} embeds in {clip.embed_dim}")
     device = next(encoder.parameters()).device

@@ -21,6 +21,12 @@ IGNORE = -100  # targets that are not predicted
 _BOS = object()  # the LM's begin-of-sequence token, first in every assembled sequence
 
 
+def lm_device(lm) -> torch.device:
+    """Where a frozen LM runs; the modules trained in front of it are moved there, and what they read
+    (features, which encoders return on the CPU) is moved there as it is read."""
+    return lm.model.get_input_embeddings().weight.device
+
+
 class Bridge(nn.Module):
     """Encoder embedding [B, d_in] -> k LM input embeddings [B, k, d_lm]: linear (FROMAGe) or a
     two-layer MLP (ClipCap, ESPER)."""
@@ -55,7 +61,8 @@ class ExtraTokens(nn.Module):
                  input_init: torch.Tensor | None = None):
         super().__init__()
         self.names, self.vocab_size = list(names), vocab_size
-        start = torch.zeros(lm_dim) if input_init is None else input_init.detach().float()
+        # Made on the CPU (the same draws on every device), moved with the module that holds it.
+        start = torch.zeros(lm_dim) if input_init is None else input_init.detach().float().cpu()
         self.input = nn.Parameter(start + torch.randn(len(names), lm_dim) * init_std)
         self.output = nn.Parameter(torch.randn(len(names), lm_dim) * init_std)
         self.bias = nn.Parameter(torch.zeros(len(names)))
@@ -106,12 +113,15 @@ class Batch:
             for col in tags.get(tag, []):
                 rows.append(i)
                 cols.append(col)
-        return torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
+        device = self.attention_mask.device
+        return (torch.tensor(rows, dtype=torch.long, device=device),
+                torch.tensor(cols, dtype=torch.long, device=device))
 
     def last(self, tag: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(rows, columns) of the last position tagged `tag` in each sequence."""
         cols = [tags[tag][-1] for tags in self.tags]
-        return torch.arange(len(cols)), torch.tensor(cols, dtype=torch.long)
+        device = self.attention_mask.device
+        return torch.arange(len(cols), device=device), torch.tensor(cols, dtype=torch.long, device=device)
 
 
 def token_ids(tokenizer, text: str) -> list[int]:

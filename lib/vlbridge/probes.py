@@ -39,7 +39,7 @@ def generate(lm, prompts: list[str], max_new_tokens: int, sample: bool, seed: in
              stop_at: str = ".", batch_size: int = 64) -> list[str]:
     """Continue each text prompt (after <bos>), greedily or by sampling at temperature 1, up to
     `stop_at`, in left-padded batches with the KV cache (the bridge's generation)."""
-    rng = generator(seed, "probe-sampling")
+    rng = generator(seed, "probe-sampling", br.lm_device(lm))  # sampling draws where the LM runs
     outputs = []
     for i in range(0, len(prompts), batch_size):
         batch = br.assemble(lm, [[br.Text(p)] for p in prompts[i:i + batch_size]], pad_left=True)

@@ -60,14 +60,27 @@ def save_trained(chapter: str, name: str, params: dict, save, record: dict | Non
     return final
 
 
-def trained(chapter: str, name: str, profile: str) -> Path:
-    """The entry `name` that `chapter` saved when run with `profile`'s parameters (no --set)."""
+# Where a run happens, not what it trains: a chapter that loads another's models asks for the ones
+# trained on its own device and threads (`vlbridge run all --set device=cuda` trains and loads on the GPU).
+PLACEMENT = ("device", "threads")
+
+
+def trained(chapter: str, name: str, profile: str, **placement) -> Path:
+    """The entry `name` that `chapter` saved when run with `profile`'s parameters (no --set but the
+    `placement` keys given: device, threads)."""
+    unknown = set(placement) - set(PLACEMENT)
+    if unknown:
+        raise ValueError(f"store.trained takes only placement keys ({', '.join(PLACEMENT)}), got {sorted(unknown)}")
     chapter = config.resolve_chapter(chapter)
-    folder = entry_dir(chapter, name, config.merged_parameters(chapter, profile))
+    params = config.merged_parameters(chapter, profile)
+    moved = {key: value for key, value in placement.items() if key in params and params[key] != value}
+    params |= moved
+    folder = entry_dir(chapter, name, params)
     if not (folder / RECORD).is_file():
         raise NotTrainedError(
             f"no {name!r} trained by chapter {chapter} with the {profile!r} profile's parameters in {folder.parent}: "
-            f"run `vlbridge run {chapter} --profile {profile}` first (it saves it there), or the whole book")
+            f"run `vlbridge run {chapter} --profile {profile}{''.join(f' --set {k}={v}' for k, v in moved.items())}` "
+            "first (it saves it there), or the whole book")
     return folder
 
 

@@ -229,7 +229,7 @@ class FeedbackLoop:
         self.features, self.items, self.config = features, items, config
         self.kept: list[Example] = []
         self.answers = answer_only(items)
-        self._gen = generator(config.seed, "feedback-samples")
+        self._gen = generator(config.seed, "feedback-samples", br.lm_device(model.lm))  # draws where the LM samples
         self._sampled: dict[int, list[list[str]]] = {}
 
     def block(self, r: int) -> range:

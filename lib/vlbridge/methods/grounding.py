@@ -71,6 +71,11 @@ class Fromage(nn.Module):
         self.text_to_retrieval = nn.Linear(d, config.retrieval_dim)
         self.image_to_retrieval = nn.Linear(self.clip_dim, config.retrieval_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.to(br.lm_device(lm))
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
 
     # ------------------------------------------------------------------ images
     def features(self, images) -> torch.Tensor:
@@ -79,13 +84,14 @@ class Fromage(nn.Module):
         return image_features(self.clip, images, self.config.image_input)
 
     def as_features(self, images) -> torch.Tensor:
-        """Features [N, feature_dim] as they are, or computed from images (uint8 [N, H, W, 3] or PIL)."""
+        """Features [N, feature_dim] on the model's device, as they are or computed from images
+        (uint8 [N, H, W, 3] or PIL)."""
         if isinstance(images, torch.Tensor) and images.is_floating_point():
             if images.ndim != 2 or images.shape[1] != self.feature_dim:
                 raise ValueError(f"image features must be [N, {self.feature_dim}] (from Fromage.features), "
                                  f"got {tuple(images.shape)}")
-            return images
-        return self.features(images)
+            return images.to(self.device)
+        return self.features(images).to(self.device)
 
     # ------------------------------------------------------------------ sequences
     def image_segment(self, features: torch.Tensor) -> Embeds:
@@ -95,7 +101,7 @@ class Fromage(nn.Module):
     def image_segments(self, features: torch.Tensor) -> list[Embeds]:
         """Images (features [N, feature_dim]) as k LM input embeddings each, in one pass of the bridge
         (one matrix product, not N: in training its gradient is the costly part)."""
-        return [Embeds(vectors, tag="image") for vectors in self.image_to_lm(features)]
+        return [Embeds(vectors, tag="image") for vectors in self.image_to_lm(features.to(self.device))]
 
     def ret_segment(self) -> Embeds:
         return Embeds(self.extra.embedding(RET), tag="ret", target=self.extra.id(RET))
@@ -180,10 +186,10 @@ class Fromage(nn.Module):
         retrieval_batch = br.assemble(self.lm, retrieval_seqs)
         hidden, retrieval_logits = br.forward(self.lm, retrieval_batch, self.extra)
         text = self.retrieval_from_batch(hidden, retrieval_batch, every=True)
-        image = self.image_retrieval(features[torch.tensor(targets)])
+        index = torch.tensor(targets, device=self.device)
+        image = self.image_retrieval(features[index])
         logits = self.logit_scale.exp().clamp(max=100.0) * text @ image.T
         # Two examples may show the same image: those pairs are positives too.
-        index = torch.tensor(targets)
         same = (index[:, None] == index[None, :]).float()
         soft = same / same.sum(1, keepdim=True)  # symmetric: a duplicate group shares its row sum
         contrastive = 0.5 * (F.cross_entropy(logits, soft) + F.cross_entropy(logits.T, soft))
@@ -199,7 +205,8 @@ class Fromage(nn.Module):
         draws the texts that learn to retrieve each image (else they are the captions). Returns the
         training log."""
         cfg = self.config
-        order = generator(cfg.seed, "fromage-batches")
+        order = generator(cfg.seed, "fromage-batches")  # data order is drawn on the CPU, the same on every device
+        features = self.as_features(features)  # moved to the device once, not every step
 
         examples = max(cfg.batch_size, cfg.retrieval_batch_size or cfg.batch_size)
 

@@ -38,6 +38,11 @@ class PrefixCaptioner(nn.Module):
         super().__init__()
         self.config, self.lm = config, lm  # the LM is frozen: a plain attribute, not a parameter
         self.mapper = br.Bridge(config.feature_dim, lm.embed_dim, config.prefix_tokens, "mlp", config.hidden or None)
+        self.to(br.lm_device(lm))
+
+    @property
+    def device(self) -> torch.device:
+        return br.lm_device(self.lm)
 
     def check_features(self, features: torch.Tensor) -> torch.Tensor:
         if not isinstance(features, torch.Tensor) or features.ndim != 2 or features.shape[1] != self.config.feature_dim:
@@ -52,7 +57,7 @@ class PrefixCaptioner(nn.Module):
         """[prefix, prompt] per caption; features None gives the text-only LM's context [prompt]."""
         if features is None:
             return [[Text(p)] if p else [] for p in prompts]
-        prefixes = self.mapper(self.check_features(features))
+        prefixes = self.mapper(self.check_features(features).to(self.device))
         if len(prefixes) != len(prompts):
             raise ValueError(f"{len(prefixes)} feature rows but {len(prompts)} prompts")
         return [[Embeds(x, tag="prefix"), *([Text(p)] if p else [])] for x, p in zip(prefixes, prompts)]
@@ -90,13 +95,13 @@ class PrefixCaptioner(nn.Module):
         hidden, logits = br.forward(self.lm, batch)
         per_position = br.token_logprobs(logits, batch.targets, temperature)
         rows, cols = batch.positions("continuation")
-        lengths = torch.tensor([len(t) for t in tokens])
-        within = torch.cat([torch.arange(n) for n in lengths.tolist()])
-        shape = (len(tokens), int(lengths.max()))
-        logp = torch.zeros(shape, device=logits.device).index_put((rows, within), per_position[rows, cols - 1])
-        states = torch.zeros(*shape, hidden.shape[-1], device=hidden.device).index_put(
-            (rows, within), hidden[rows, cols - 1])
-        mask = (torch.arange(shape[1])[None] < lengths[:, None]).float().to(logp.device)
+        device = logits.device
+        lengths = torch.tensor([len(t) for t in tokens], device=device)
+        within = torch.cat([torch.arange(len(t), device=device) for t in tokens])
+        shape = (len(tokens), max(len(t) for t in tokens))
+        logp = torch.zeros(shape, device=device).index_put((rows, within), per_position[rows, cols - 1])
+        states = torch.zeros(*shape, hidden.shape[-1], device=device).index_put((rows, within), hidden[rows, cols - 1])
+        mask = (torch.arange(shape[1], device=device)[None] < lengths[:, None]).float()
         return logp, states, mask
 
     def trainable_parameters(self) -> int:

@@ -148,6 +148,7 @@ class Esper(nn.Module):
                              f"got {config.prompts}")
         self.config, self.captioner, self.clip = config, captioner, clip
         self.value = nn.Linear(captioner.lm.embed_dim, 1) if config.algorithm == "ppo" else None
+        self.to(captioner.device)
 
     def rollout(self, features: torch.Tensor, targets: torch.Tensor, prompts: list[str],
                 rng: torch.Generator) -> dict:
@@ -168,7 +169,7 @@ class Esper(nn.Module):
                 values = self.value(states)[..., 0] * mask
                 rewards = -cfg.kl_coef * kl
                 last = mask.sum(1).long() - 1
-                rewards[torch.arange(len(rewards)), last] += reward
+                rewards[torch.arange(len(rewards), device=rewards.device), last] += reward
                 advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
                 advantages = whiten(advantages, mask)
         return {"texts": out.texts, "tokens": out.tokens, "reward": reward, "kl": kl.sum(1), "mask": mask,
@@ -201,9 +202,13 @@ class Esper(nn.Module):
         self.captioner.check_features(features)
         if len(targets) != len(features):
             raise ValueError(f"{len(features)} feature rows but {len(targets)} reward targets")
-        rng = generator(cfg.seed, "esper-rollouts")
+        # One stream draws the images, prompts, samples and minibatches of every rollout, on the device
+        # that samples; what the rollouts read is moved there once.
+        device = self.captioner.device
+        rng = generator(cfg.seed, "esper-rollouts", device)
+        features, targets = features.to(device), targets.to(device)
         prompt_list = list(cfg.prompts)
-        shares = torch.tensor([cfg.prompts[p] for p in prompt_list], dtype=torch.float)
+        shares = torch.tensor([cfg.prompts[p] for p in prompt_list], dtype=torch.float, device=device)
         optimizer = adamw(self.parameters(), cfg.lr, cfg.weight_decay)
         base = [g["lr"] for g in optimizer.param_groups]
         params = [p for p in self.parameters() if p.requires_grad]
@@ -212,7 +217,7 @@ class Esper(nn.Module):
         for step in tqdm(range(last), desc=f"ESPER ({cfg.algorithm})", disable=not progress_enabled(), mininterval=2.0):
             if callback is not None:
                 callback(step, self)
-            idx = torch.randint(len(features), (cfg.batch_size,), generator=rng)
+            idx = torch.randint(len(features), (cfg.batch_size,), generator=rng, device=device)
             prompt_idx = torch.multinomial(shares, cfg.batch_size, replacement=True, generator=rng)
             idx = idx.repeat_interleave(cfg.samples)
             prompts = [prompt_list[i] for i in prompt_idx.repeat_interleave(cfg.samples).tolist()]
@@ -228,7 +233,7 @@ class Esper(nn.Module):
                 group["lr"] = lr * warmup_cosine(step, cfg.steps, cfg.warmup_steps)
             losses = {}
             for _ in range(cfg.epochs):
-                order = torch.randperm(len(idx), generator=rng)
+                order = torch.randperm(len(idx), generator=rng, device=device)
                 for rows in order.chunk(cfg.minibatches):
                     losses = self.update(roll, features[idx], prompts, rows)
                     if not torch.isfinite(losses["total"]):
