@@ -73,6 +73,8 @@ class _Guard(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__qualname__", getattr(func, "__name__", str(func)))
+        if func is torch.device:  # naming the device is not using it
+            return func(*args, **kwargs)
         owner = getattr(func, "__self__", None)
         if owner is _DEVICE_PROPERTY:
             return VIRTUAL if self.on_device(args[0]) else func(*args)
@@ -148,7 +150,11 @@ class _Guard(TorchFunctionMode):
         if func in _INDEXING:
             # A tensor on the device takes CPU indices and copies from the CPU; a CPU tensor takes no
             # device indices; index_put's values must be where the tensor is.
-            if self.on_device(args[0]) or func is torch.Tensor.copy_:
+            # A CPU tensor takes a device value through a plain slice (a copy), not through tensor indices.
+            if func is torch.Tensor.__setitem__ and not self.on_device(args[0]):
+                index = [t for t in pytree.tree_leaves(args[1]) if isinstance(t, torch.Tensor)]
+                tensors = [args[0], *index] + ([args[2]] if index and isinstance(args[2], torch.Tensor) else [])
+            elif self.on_device(args[0]) or func is torch.Tensor.copy_:
                 if func not in (torch.Tensor.index_put, torch.Tensor.index_put_, torch.index_put):
                     return
                 values = args[2] if len(args) > 2 else kwargs.get("values")
@@ -185,12 +191,21 @@ def virtual_device():
     """Within: VIRTUAL acts as an accelerator whose slips raise DeviceSlip. Yields the guard, whose
     on_device(tensor) says where a tensor is."""
     guard = _Guard()
-    original = torch.Generator
+    original_generator, original_new = torch.Generator, torch.nn.Parameter.__dict__["__new__"]
+
+    def new_parameter(cls, data=None, requires_grad=True):  # made without a torch function: tag it here
+        parameter = original_new.__func__(cls, data, requires_grad)
+        if data is not None and guard.on_device(data):
+            guard._put(parameter)
+        return parameter
+
     _VirtualGenerator.guard = guard
     torch.Generator = _VirtualGenerator
+    torch.nn.Parameter.__new__ = staticmethod(new_parameter)
     try:
         with guard:
             yield guard
     finally:
-        torch.Generator = original
+        torch.Generator = original_generator
+        torch.nn.Parameter.__new__ = original_new
         _VirtualGenerator.guard = None
