@@ -17,8 +17,10 @@ from . import config, kernel_environment
 from .paths import atomic_write_json, replace_path, repo_root
 from .repro import progress_enabled
 
+# Recorded in run.json: at least every package constraints/cpu-reference.txt pins (a test checks it).
 VERSIONED_PACKAGES = ("vlbridge", "torch", "torchvision", "transformers", "tokenizers", "open_clip_torch",
-                      "numpy", "papermill", "jupytext", "nbval")
+                      "numpy", "safetensors", "peft", "pillow", "pycocoevalcap", "matplotlib",
+                      "papermill", "jupytext", "nbval")
 
 
 class RunError(RuntimeError):
