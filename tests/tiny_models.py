@@ -143,3 +143,55 @@ def backbone_weights(lm, clip) -> dict:
     """Every frozen weight of both backbones by name, to check that training left them untouched."""
     return {f"{tower}.{k}": v for tower, model in (("lm", lm.model), ("clip", clip.model))
             for k, v in model.state_dict().items()}
+
+
+def save_tiny_hf_clip(folder, family: str = "clip", image_size: int = 32, patch_size: int = 8,
+                      hidden_size: int = 32, projection_dim: int = 16, seed: int = 0) -> Path:
+    """A random-init transformers CLIPModel (family="clip") or SiglipModel ("siglip"), one layer per
+    tower, saved with save_pretrained beside a tokenizer and an image processor that AutoTokenizer and
+    AutoImageProcessor load from the folder: the layout of openai/clip-vit-* or google/siglip-*.
+    The tokenizer is a byte-level BPE over microworld captions, ending each text as the family's does
+    (CLIP: <|startoftext|> text <|endoftext|>, padded with <|endoftext|>; SigLIP: text </s>, padded
+    with </s>); the model's config names its ids."""
+    import torch
+    from tokenizers import processors
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        PreTrainedTokenizerFast,
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+    )
+
+    from vlbridge import world
+
+    texts = [world.caption(s, world.scene_rng(s.seed, 0)) for s in world.scenes(0, 200)]
+    bos, eos = ("<|startoftext|>", "<|endoftext|>") if family == "clip" else (None, "</s>")
+    # eos first: CLIPTextTransformer treats eos_token_id == 2 as an old config and pools at argmax(ids).
+    bpe = _trained_byte_level(texts, 300, [t for t in (eos, bos, "<unk>") if t])
+    single = f"{bos} $A {eos}" if bos else f"$A {eos}"
+    bpe.post_processor = processors.TemplateProcessing(
+        single=single, special_tokens=[(t, bpe.token_to_id(t)) for t in (bos, eos) if t])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=bos, eos_token=eos, pad_token=eos,
+                                        unk_token="<unk>")
+    ids = {"bos_token_id": bpe.token_to_id(bos) if bos else None, "eos_token_id": bpe.token_to_id(eos),
+           "pad_token_id": bpe.token_to_id(eos)}
+    text = {"vocab_size": len(tokenizer), "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 32, **ids}
+    vision = {"image_size": image_size, "patch_size": patch_size, "hidden_size": hidden_size,
+              "intermediate_size": 2 * hidden_size, "num_hidden_layers": 1, "num_attention_heads": 2}
+    torch.manual_seed(seed)
+    if family == "clip":
+        model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim))
+        processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                       crop_size={"height": image_size, "width": image_size})
+    else:  # SigLIP embeds at the towers' width: no projection_dim
+        model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
+        processor = SiglipImageProcessor(size={"height": image_size, "width": image_size})
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
