@@ -37,7 +37,7 @@ test: install  ## unit tests, then nbval on the committed smoke and default resu
 	$(BIN)/python -m pytest tests results/smoke results/default $(NBVAL)
 
 unit: install
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -m "not browser"
 
 nbval: install
 	$(BIN)/python -m pytest results/smoke results/default $(NBVAL)

@@ -2,6 +2,7 @@
 the world critic keeps every gold rationale and rejects false or unsupporting ones, the log survives
 a crash and says what is left to judge, and the human panel records clicks and resumes after a restart."""
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,7 @@ from vlbridge.critic_panel import CriticPanel
 from vlbridge.critics import (
     DecisionLog,
     FeedbackItem,
+    LogBusy,
     LoggingCritic,
     RecordedCritic,
     RougeCritic,
@@ -295,3 +297,82 @@ def test_panel_needs_candidates_and_uint8_images(tmp_path):
     with pytest.raises(ValueError, match="uint8 array, got an array of float32"):
         CriticPanel(items, {"0": ["x"], "1": ["y"]}, DecisionLog(tmp_path / "d.jsonl"), 0,
                     image_fn=lambda item: np.zeros((8, 8, 3), np.float32))
+
+
+# ------------------------------------------------------------------------------ one writer: the log's lock
+
+HOLD_THE_LOG = """
+import sys
+from vlbridge.critics import DecisionLog
+log = DecisionLog(sys.argv[1])
+log.append("held", 0, ["x"], [0], "person")
+print("holding", flush=True)
+sys.stdin.read()  # until the test closes our stdin
+"""
+
+
+@pytest.fixture
+def other_writer(tmp_path):
+    """Another process that has written to tmp_path/d.jsonl and holds it until the test ends."""
+    process = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOG, str(tmp_path / "d.jsonl")],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "holding\n"
+    yield process
+    process.stdin.close()
+    assert process.wait(30) == 0
+
+
+def test_a_second_process_cannot_write_and_nothing_is_lost(tmp_path, other_writer):
+    path = tmp_path / "d.jsonl"
+    log = DecisionLog(path)
+    with pytest.raises(LogBusy, match=f"d.jsonl is open for writing by process {other_writer.pid} "
+                                      "\\(.*\\) on .* since .*stop that process \\(its lock on d.jsonl.lock"):
+        log.append("a", 0, ["x"], [0], "person")
+    assert list(log.decisions(0)) == ["held"]  # still readable, and the refused decision is not in it
+    other_writer.stdin.close()
+    other_writer.wait(30)  # the process ends, and its lock with it: no stale lock to delete
+    log.append("a", 0, ["x"], [0], "person")
+    assert [r["item_id"] for r in decision_lines(path)] == ["held", "a"]
+
+
+def test_a_closed_log_lets_another_process_write(tmp_path):
+    path = tmp_path / "d.jsonl"
+    log = DecisionLog(path)
+    log.append("a", 0, ["x"], [0], "person")
+    write_b = f"from vlbridge.critics import DecisionLog; DecisionLog({str(path)!r}).append('b', 0, ['x'], [], 'world')"
+    refused = subprocess.run([sys.executable, "-c", write_b], capture_output=True, text=True)
+    assert refused.returncode == 1 and "LogBusy" in refused.stderr and f"process {os.getpid()}" in refused.stderr
+    log.close()
+    assert subprocess.run([sys.executable, "-c", write_b]).returncode == 0
+    assert [(r["item_id"], r["critic"]) for r in decision_lines(path)] == [("a", "person"), ("b", "world")]
+
+
+def test_two_writers_in_one_process_share_the_lock_and_refuse_a_duplicate(tmp_path):
+    path = tmp_path / "d.jsonl"
+    first, second = DecisionLog(path), DecisionLog(path)
+    first.append("a", 0, ["x"], [0], "person")
+    second.append("b", 0, ["x"], [], "person")  # one kernel, two panels: both may write...
+    with pytest.raises(ValueError, match="'a' was already judged in round 0"):
+        second.append("a", 0, ["x"], [], "person")  # ...but never the same item twice
+    first.append("c", 0, ["x"], [0], "person")
+    assert [r["item_id"] for r in decision_lines(path)] == ["a", "b", "c"]
+    assert list(DecisionLog(path).decisions(0)) == ["a", "b", "c"]
+
+
+def test_a_duplicate_line_names_the_line_to_delete(tmp_path):
+    path = tmp_path / "d.jsonl"
+    DecisionLog(path).append("a", 0, ["x"], [0], "person")
+    path.write_text(path.read_text() * 2)  # what two unlocked writers used to leave
+    with pytest.raises(ValueError, match="d.jsonl, line 2: item 'a' was already judged in round 0 at line 1 "
+                                         ".*delete line 2 to keep the first decision, or line 1 to keep this one"):
+        DecisionLog(path).decisions(0)
+
+
+def test_a_panel_on_a_log_another_process_writes_shows_who_instead_of_buttons(tmp_path, other_writer):
+    items = world_items(0, 2)
+    candidates = {it.item_id: ["there is a circle"] for it in items}
+    panel = CriticPanel(items, candidates, DecisionLog(tmp_path / "d.jsonl"), 0)
+    assert f"is open for writing by process {other_writer.pid}" in panel.message.value
+    assert panel.keep_button not in panel.widget.children and panel.current is None
+    panel.keep_button.click()  # even a click from code records nothing
+    assert [r["item_id"] for r in decision_lines(tmp_path / "d.jsonl")] == ["held"]

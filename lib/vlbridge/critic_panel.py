@@ -3,7 +3,9 @@
 Every click is written to a `critics.DecisionLog` before the next item is shown, so a kernel restart
 loses nothing: a new panel on the same log starts at the first item not yet judged in its round.
 `critics.RecordedCritic` then replays the decisions to the training loop. Needs ipywidgets (the
-`book` extra); the rest of the library does not.
+`book` extra); the rest of the library does not. A panel takes the log's writer lock when it opens;
+a panel in another kernel (a second tab) shows who holds it instead of buttons.
+tests/test_panel_browser.py clicks it in JupyterLab.
 
     panel = CriticPanel(items, candidates, DecisionLog(path), round=0,
                         image_fn=lambda item: world.render(item.scene, 128))
@@ -19,7 +21,7 @@ import ipywidgets as widgets
 import numpy as np
 from PIL import Image
 
-from .critics import DecisionLog, FeedbackItem
+from .critics import DecisionLog, FeedbackItem, LogBusy
 
 CRITIC_NAME = "person"
 
@@ -53,7 +55,9 @@ class CriticPanel:
         self.checkboxes: list[widgets.Checkbox] = []
 
         self.progress = widgets.Label()
-        self.image = widgets.Image(format="png", layout=widgets.Layout(display="none" if image_fn is None else None))
+        # A fixed width: JupyterLab would otherwise stretch the picture over the whole output area.
+        self.image = widgets.Image(format="png", layout=widgets.Layout(
+            display="none" if image_fn is None else None, width="256px"))
         self.question = widgets.HTML()
         self.choices = widgets.VBox()
         self.keep_button = widgets.Button(description="Keep checked", button_style="success")
@@ -61,11 +65,23 @@ class CriticPanel:
         self.message = widgets.HTML()  # why a click was not recorded, if it was not
         self.keep_button.on_click(lambda _: self._record([i for i, box in enumerate(self.checkboxes) if box.value]))
         self.reject_button.on_click(lambda _: self._record([]))
-        self.widget = widgets.VBox([self.progress, self.image, self.question, self.choices,
-                                    widgets.HBox([self.keep_button, self.reject_button]), self.message])
-        self._show_next()
+        try:
+            log.lock()  # now, so a second panel says so before the person reads anything
+        except LogBusy as error:
+            self.message.value = f"<span style='color:#b00'>{html.escape(str(error))}</span>"
+            self.keep_button.disabled = self.reject_button.disabled = True
+            self.widget = widgets.VBox([self.progress, self.message])  # no buttons to click in vain
+            self.progress.value = f"{len(self.items) - len(log.pending(items, round))} of {len(items)} judged " \
+                                  f"(round {round}) in {log.path.name}, by another panel"
+        else:
+            self.widget = widgets.VBox([self.progress, self.image, self.question, self.choices,
+                                        widgets.HBox([self.keep_button, self.reject_button]), self.message])
+            self._show_next()
+        self.widget.add_class("vlbridge-critic-panel")  # for a page's CSS, and for the browser test to find
 
     def _record(self, kept: list[int]) -> None:
+        if self.current is None:  # nothing to judge here: all judged, or another panel writes the log
+            return
         try:
             self.log.append(self.current.item_id, self.round, self.candidates[self.current.item_id], kept,
                             CRITIC_NAME)

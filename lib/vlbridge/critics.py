@@ -14,9 +14,14 @@ the ones it prefers, and only those train the bridge. A critic is any object wit
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import socket
+import sys
+import threading
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -154,15 +159,37 @@ class DecisionLog:
 
     Each decision is one write of one whole line, flushed to disk before `append` returns, so a crash
     loses at most the decision being made and never an earlier one; `pending` then says what is left
-    to judge. A missing file is an empty log. One writer at a time: decisions are keyed by
-    (item_id, round) and a second decision for the same key is refused.
+    to judge. A missing file is an empty log. Decisions are keyed by (item_id, round) and a second
+    decision for the same key is refused.
+
+    One writing process at a time: the first `append` (or `lock()`, which the panel calls when it
+    opens) takes an exclusive lock on `<log>.lock` and keeps it until `close()`, until every
+    DecisionLog of this process on that file is gone, or until the process ends (the OS drops the
+    lock of a killed kernel, so there is never a stale lock to delete). Another process gets
+    `LogBusy`, naming the file and the holder. Within one process the writers share the lock and
+    each append re-reads the file under it, so a duplicate is refused, never written.
     """
 
     FIELDS = {"item_id": str, "round": int, "candidates": list, "kept": list, "critic": str, "time": str}
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
         self._cache: tuple[tuple, dict[int, dict[str, dict]]] | None = None  # (file stat, round -> id -> record)
+        self._release: weakref.finalize | None = None  # set while this log holds the writer's lock
+
+    def lock(self) -> None:
+        """Makes this process the log's writer (idempotent); raises `LogBusy` if another process is."""
+        if self._release is None:
+            _hold(self.lock_path, self.path)
+            # Released when this object goes, however it goes: a panel forgotten in a kernel keeps it.
+            self._release = weakref.finalize(self, _unhold, self.lock_path)
+
+    def close(self) -> None:
+        """Stops writing: the lock goes once no other DecisionLog of this process writes to the file."""
+        if self._release is not None:
+            self._release()
+            self._release = None
 
     def append(self, item_id: str, round: int, candidates: list[str], kept: list[int], critic: str) -> dict:
         """Records one decision and returns it; `kept` are indices into `candidates`."""
@@ -172,18 +199,19 @@ class DecisionLog:
         if problem:
             raise ValueError(f"decision for item {item_id!r}: {problem}")
         record["kept"].sort()
-        by_round = self._by_round()
-        if item_id in by_round.get(round, {}):
-            raise ValueError(f"{self.path}: item {item_id!r} was already judged in round {round}; "
-                             f"judge only DecisionLog.pending(items, {round})")
-        line = (json.dumps(record) + "\n").encode("utf-8")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab", buffering=0) as file:  # unbuffered: the line goes out in this one write
-            if file.write(line) != len(line):
-                raise OSError(f"{self.path}: the decision for item {item_id!r} was written only in part")
-            os.fsync(file.fileno())
-        by_round.setdefault(round, {})[item_id] = record
-        self._cache = (self._stat(), by_round)
+        self.lock()
+        with _IN_PROCESS:  # the check and the write as one step, for every writer of this process
+            by_round = self._by_round()
+            if item_id in by_round.get(round, {}):
+                raise ValueError(f"{self.path}: item {item_id!r} was already judged in round {round}; "
+                                 f"judge only DecisionLog.pending(items, {round})")
+            line = (json.dumps(record) + "\n").encode("utf-8")
+            with open(self.path, "ab", buffering=0) as file:  # unbuffered: the line goes out in this one write
+                if file.write(line) != len(line):
+                    raise OSError(f"{self.path}: the decision for item {item_id!r} was written only in part")
+                os.fsync(file.fileno())
+            by_round.setdefault(round, {})[item_id] = record
+            self._cache = (self._stat(), by_round)
         return record
 
     def decisions(self, round: int) -> dict[str, dict]:
@@ -231,11 +259,53 @@ class DecisionLog:
                 raise ValueError(f"{where}: {problem}")
             key = (record["item_id"], record["round"])
             if key in first_line:
-                raise ValueError(f"{where}: item {key[0]!r} was already judged in round {key[1]} "
-                                 f"at line {first_line[key]}")
+                raise ValueError(f"{where}: item {key[0]!r} was already judged in round {key[1]} at line "
+                                 f"{first_line[key]} (two writers at once?); delete line {number} to keep the "
+                                 f"first decision, or line {first_line[key]} to keep this one, then open the "
+                                 "log again")
             first_line[key] = number
             by_round.setdefault(record["round"], {})[record["item_id"]] = record
         return by_round
+
+
+class LogBusy(OSError):
+    """Another process is writing to this decision log."""
+
+
+_IN_PROCESS = threading.Lock()
+_HELD: dict[Path, list] = {}  # lock file -> [its open file, holding the flock; DecisionLogs writing through it]
+
+
+def _hold(lock_path: Path, log_path: Path) -> None:
+    with _IN_PROCESS:
+        held = _HELD.get(lock_path)
+        if held is None:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            file = open(lock_path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                file.seek(0)
+                holder = file.read().strip() or "another process"
+                file.close()
+                raise LogBusy(f"{log_path} is open for writing by {holder}, so this one does not write to it "
+                              "(two writers would judge the same items twice). Judge there, or stop that "
+                              f"process (its lock on {lock_path.name} goes with it) and open the log again") from None
+            file.truncate(0)  # who holds it, for the message above; the flock itself is the lock
+            file.write(f"process {os.getpid()} ({Path(sys.argv[0]).name or 'python'}) on {socket.gethostname()} "
+                       f"since {datetime.now(timezone.utc).isoformat(timespec='seconds')}\n")
+            file.flush()
+            held = _HELD[lock_path] = [file, 0]
+        held[1] += 1
+
+
+def _unhold(lock_path: Path) -> None:
+    with _IN_PROCESS:
+        held = _HELD[lock_path]
+        held[1] -= 1
+        if held[1] == 0:
+            del _HELD[lock_path]
+            held[0].close()  # closing the file drops the flock
 
 
 def _problem(record) -> str | None:

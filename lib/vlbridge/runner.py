@@ -20,7 +20,7 @@ from .repro import progress_enabled
 # Recorded in run.json: at least every package constraints/cpu-reference.txt pins (a test checks it).
 VERSIONED_PACKAGES = ("vlbridge", "torch", "torchvision", "transformers", "tokenizers", "open_clip_torch",
                       "numpy", "safetensors", "peft", "pillow", "pycocoevalcap", "matplotlib",
-                      "papermill", "jupytext", "nbval")
+                      "papermill", "jupytext", "nbval", "playwright")
 
 
 class RunError(RuntimeError):
