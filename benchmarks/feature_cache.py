@@ -8,7 +8,7 @@ import torch
 from benchmarks.helpers import random_init_clip, random_init_lm
 from benchmarks.timing import best_times
 from vlbridge import backbones, world
-from vlbridge.methods.grounding import Fromage, FromageConfig
+from vlbridge.methods.fromage import Fromage, FromageConfig
 from vlbridge.training import adamw
 
 

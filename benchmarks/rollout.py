@@ -10,8 +10,9 @@ import torch
 
 from benchmarks.helpers import random_init_clip, random_init_lm
 from benchmarks.timing import best_times
-from vlbridge import backbones, config, world
+from vlbridge import backbones, world
 from vlbridge import bridge as br
+from vlbridge.book import config
 from vlbridge.features import image_features
 from vlbridge.methods.prefix import PLAIN_PROMPT, STOP, PrefixCaptioner, PrefixConfig
 

@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from vlbridge import data, world
-from vlbridge.chapter import Chapter
+from vlbridge.book.chapter import Chapter
 from vlbridge.plots import image_grid, sound_figure
 from vlbridge.world.export import EXPORT_FORMATS, export
 from vlbridge.world.grammar import is_caption

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from vlbridge import backbones, world
-from vlbridge.chapter import Chapter
+from vlbridge.book.chapter import Chapter
 from vlbridge.eval import recall_at_k
 from vlbridge.plots import curves, image_grid
 from vlbridge.probes import caption_openers_parse_rate, context_probe, sequence_nll, vqa_from_text

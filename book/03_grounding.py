@@ -34,12 +34,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from vlbridge import backbones, store, world
-from vlbridge.chapter import Chapter
+from vlbridge import backbones, world
+from vlbridge.book import store
+from vlbridge.book.chapter import Chapter
+from vlbridge.contracts import Backbones
 from vlbridge.eval import caption_scores, grounded_scores, mean_reciprocal_rank, ndcg, recall_at_k
-from vlbridge.eval.contextual import STORY_SETTINGS, answer_candidates, dialogue_text, story_query, text_of
-from vlbridge.eval.grounding import ALL_ATTRIBUTES
-from vlbridge.methods.grounding import RET, Fromage, FromageConfig
+from vlbridge.eval.attributes import ALL_ATTRIBUTES
+from vlbridge.eval.contextual import STORY_SETTINGS, answer_candidates, story_query, text_of
+from vlbridge.methods.fromage import RET, Fromage, FromageConfig
 from vlbridge.plots import curves, image_grid
 from vlbridge.probes import generate
 
@@ -108,7 +110,7 @@ config = FromageConfig(image_tokens=image_tokens, image_input=image_input, bridg
                        weight_decay=weight_decay, warmup_steps=warmup_steps, seed=seed)
 model = Fromage(clip, lm, config)
 if train_tsv:
-    from vlbridge.data.cc3m import cc3m_pairs
+    from vlbridge.features import cc3m_pairs
 
     if image_input != "embedding":
         raise ValueError("training from a TSV reads CLIP embeddings only: set image_input: embedding")
@@ -264,7 +266,7 @@ same_talk = torch.tensor([[a.scene.keys == b.scene.keys for b in talks] for a in
 rounds = [0, 1, 2, 3, 5, 7, 10]
 by_rounds = {"[RET]": [], "CLIP": []}
 for r in rounds:
-    texts = [dialogue_text(t, r) for t in talks]
+    texts = [world.dialogue_text(t, r) for t in talks]
     by_rounds["[RET]"].append(recall_at_k(model.text_retrieval(texts) @ model.image_retrieval(talk_features).T,
                                           same_talk)[1])
     by_rounds["CLIP"].append(recall_at_k(clip.encode_texts(texts) @ talk_features[:, :clip.embed_dim].T,
@@ -297,7 +299,7 @@ for with_image in (True, False):
     contexts, answers, rows = [], [], []
     for t, f, per_round in zip(talks, talk_features, candidates):
         for r, (answer_set, _) in enumerate(per_round):
-            context = ([f] if with_image else []) + [dialogue_text(t, r) + f" q : {t.rounds[r][0]} a :"]
+            context = ([f] if with_image else []) + [f"{world.dialogue_text(t, r)} {world.qa_turn(t.rounds[r][0])}"]
             contexts += [context] * len(answer_set)
             answers += answer_set
             rows.append(len(answer_set))
@@ -329,7 +331,7 @@ ch.record(dialog_answer_r1=scores_by[True]["r1"], dialog_answer_r5=scores_by[Tru
 pool_images, pool_features = held_images[:100], held_features[:100]
 turns = [  # (what the model is given, where it stops)
     (["there is a large red circle at the top left ."], (RET,)),
-    ([pool_features[3], "q : how many objects are there ? a :"], (".",)),
+    ([pool_features[3], world.qa_turn("how many objects are there ?")], (".",)),
     ([pool_features[5], "there is"], (RET,)),
 ]
 panels, labels = [], []
@@ -390,13 +392,13 @@ ch.record(t2i_r1_k1=short["embedding, k=1"]["t2i_r1"], t2i_r1_k4=short["embeddin
 # ## Sharing a trained bridge
 #
 # Only the trained parts are saved (safetensors), with a JSON config naming the backbones; loading
-# it on other backbones is an error that says so. The bridge is kept in the cache (`vlbridge.store`),
+# it on other backbones is an error that says so. The bridge is kept in the cache (`vlbridge.book.store`),
 # under this chapter's parameters: chapter 6 loads it from there.
 
 # %%
 saved = store.save_trained(ch.name, "fromage", params, model.save,
                            {"train_seconds": log["seconds"], "captioned_images": len(train_features)})
-reloaded = Fromage.load(saved, clip, lm)
+reloaded = Fromage.load(saved, Backbones(clip, lm))
 print(", ".join(f"{p.name} {p.stat().st_size / 1e6:.2f} MB" for p in sorted(saved.iterdir()) if p.name != store.RECORD))
 print("reloaded captions identical:", reloaded.caption(held_features[:20]) == captions[:20])
 

@@ -47,17 +47,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from vlbridge import backbones, store, world
-from vlbridge.audio import audio_embeddings, sound_features, train_audio_encoder
-from vlbridge.chapter import Chapter
+from vlbridge import backbones, world
+from vlbridge.audio_encoder import audio_embeddings, sound_features, train_audio_encoder
+from vlbridge.book import store
+from vlbridge.book.chapter import Chapter
+from vlbridge.contracts import Backbones
 from vlbridge.data.esp import ESP_CAPTION_FIELDS, load_esp
 from vlbridge.eval import grounded_scores
-from vlbridge.eval.grounding import ALL_ATTRIBUTES
+from vlbridge.eval.attributes import ALL_ATTRIBUTES
 from vlbridge.eval.style import default_style_classifier, style_accuracy
 from vlbridge.features import image_features
+from vlbridge.methods.clipcap import ClipCapConfig, fit_supervised
+from vlbridge.methods.esper import Esper, EsperConfig
 from vlbridge.methods.prefix import PLAIN_PROMPT, PrefixCaptioner, PrefixConfig
-from vlbridge.methods.reward import Esper, EsperConfig
-from vlbridge.methods.supervised import ClipCapConfig, fit_supervised
 from vlbridge.plots import curves, image_grid
 from vlbridge.probes import repeat_copy_accuracy
 from vlbridge.repro import generator
@@ -123,7 +125,8 @@ print(f"CLIP {clip_model}: embedding {clip.embed_dim}-d; LM {lm_model}: {lm.embe
 
 # %%
 if train_json:
-    from vlbridge.data.karpathy import karpathy_features, load_karpathy
+    from vlbridge.data.karpathy import load_karpathy
+    from vlbridge.features import karpathy_features
 
     records = load_karpathy(train_json, train_images)[:train_scenes]
     train_features = karpathy_features(records, clip, image_input)  # opened and encoded in batches
@@ -424,7 +427,7 @@ ch.record(kl_sweep={str(k): {m: v for m, v in r.items() if m != "example"} for k
 # ## Sharing the trained mappers
 #
 # Only a mapper is saved (safetensors), with a JSON config naming the encoder and the LM; the audio
-# encoder likewise, naming the CLIP it was aligned to. They are kept in the cache (`vlbridge.store`),
+# encoder likewise, naming the CLIP it was aligned to. They are kept in the cache (`vlbridge.book.store`),
 # under this chapter's parameters: chapter 6 loads them from there.
 
 # %%
@@ -437,9 +440,9 @@ saved = {name: store.save_trained(ch.name, name, params, captioner.save,
                                   {"train_seconds": seconds[name],
                                    "captioned_images": len(train_features) if name == "clipcap" else 0})
          for name, captioner in captioners.items()}
-store.save_trained(ch.name, "audio_encoder", params, lambda folder: audio_encoder.save(folder, clip.name),
+store.save_trained(ch.name, "audio_encoder", params, audio_encoder.save,
                    {"train_seconds": audio_log["seconds"], "captioned_images": 0})
-reloaded = PrefixCaptioner.load(saved["esper_grpo"], lm)
+reloaded = PrefixCaptioner.load(saved["esper_grpo"], Backbones(clip, lm))
 print(", ".join(f"{p.name} {p.stat().st_size / 1e6:.2f} MB" for p in sorted(saved["esper_grpo"].iterdir())
                 if p.name != store.RECORD))
 print("reloaded captions identical:", reloaded.caption(held_features[:20]) == grpo_captions[:20])

@@ -34,12 +34,14 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from vlbridge import backbones, store, world
-from vlbridge.chapter import Chapter
+from vlbridge import backbones, world
+from vlbridge.book import store
+from vlbridge.book.chapter import Chapter
+from vlbridge.contracts import Backbones
 from vlbridge.critics import DecisionLog, RougeCritic, WorldCritic, vqax_items, world_items
 from vlbridge.eval import caption_scores, vqa_scores
-from vlbridge.methods import feedback as fb
-from vlbridge.methods.grounding import Fromage, FromageConfig
+from vlbridge.methods import illume
+from vlbridge.methods.fromage import Fromage, FromageConfig
 from vlbridge.plots import image_grid
 from vlbridge.repro import generator
 
@@ -87,7 +89,7 @@ if critic not in ("world", "rouge"):
     raise ValueError(f"critic must be 'world' or 'rouge', got {critic!r}")
 if vqax_json and critic == "world":
     raise ValueError("the world-truth critic needs microworld scenes; with vqax_json set critic: rouge")
-config = fb.FeedbackConfig(samples=samples, temperatures=tuple(temperatures), max_new_tokens=max_new_tokens,
+config = illume.FeedbackConfig(samples=samples, temperatures=tuple(temperatures), max_new_tokens=max_new_tokens,
                            rounds=rounds, items_per_round=items_per_round, steps_per_round=steps_per_round,
                            batch_size=batch_size, answer_only_per_rationale=answer_only_per_rationale, lr=lr,
                            lora_rank=lora_rank, lora_targets=tuple(lora_targets), seed=seed)
@@ -122,7 +124,7 @@ else:
     features = grounded.features(world.render_array([it.scene for it in items], clip.image_size))
     held_features = grounded.features(world.render_array([it.scene for it in held], clip.image_size))
 if caption_tsv:
-    from vlbridge.data.cc3m import cc3m_pairs
+    from vlbridge.features import cc3m_pairs
 
     caption_features, caption_texts = cc3m_pairs(caption_tsv, caption_images, clip)
     grounding_log = grounded.fit(caption_features, lambda i, step: caption_texts[i])
@@ -139,12 +141,13 @@ def evaluate(model) -> dict:
     """Greedy answer and rationale after `q : … a :` on the held-out items; and, with the world truth,
     the share of rationales sampled as in the loop (after the gold answer) that the critic would
     accept — on the same held-out items every round, unlike the loop's new items."""
-    pairs = fb.answer(model, held_features, held)
+    pairs = illume.answer(model, held_features, held)
     scores = vqa_scores(pairs, held, truth)
     text = caption_scores([r or "" for _, r in pairs], [[it.explanation] for it in held])
     scores |= {"rouge_l": text["rouge_l"], "cider": text["cider"]}
     if truth:
-        sampled = fb.sample_rationales(model, held_features, held, config, generator(seed, "held-out samples", device))
+        samples = generator(seed, "held-out samples", device)
+        sampled = illume.sample_rationales(model, held_features, held, config, samples)
         scores["heldout_accept"] = float(np.mean([keep for it, cands in zip(held, sampled)
                                                   for keep in truth.judge(it, cands)]))
     return scores
@@ -161,7 +164,7 @@ def evaluate(model) -> dict:
 
 # %%
 judge = truth if critic == "world" else RougeCritic(rouge_threshold)
-loop = fb.FeedbackLoop(grounded, features, items, config)
+loop = illume.FeedbackLoop(grounded, features, items, config)
 logs = loop.run(judge, evaluate=evaluate)  # round 0: the grounded model, before any feedback
 print(f"{'round':>5s} {'judged':>7s} {'accepted':>9s} {'items kept':>10s} {'held-out accepted':>18s} "
       f"{'answer acc':>11s} {'rationale acc':>14s} {'ROUGE-L':>8s} {'CIDEr':>7s}")
@@ -191,7 +194,7 @@ for item, cands, flags in logs[-1].examples[:examples]:
     print(f"q : {item.question}  a : {item.answer}   (gold: {item.explanation})")
     for c, keep in zip(cands, flags):
         print(f"   {'✓' if keep else '✗'} {c}")
-pairs = fb.answer(loop.model, held_features[:4], held[:4])
+pairs = illume.answer(loop.model, held_features[:4], held[:4])
 if not vqax_json:
     fig = image_grid([world.render(it.scene, 96) for it in held[:4]],
                      [f"{it.question} {a} because {r}" for it, (a, r) in zip(held[:4], pairs)], cols=4)
@@ -210,7 +213,7 @@ sft, sft_models = {}, {}
 for budget in sft_budgets:
     if budget > train_items:
         raise ValueError(f"sft_budgets: {budget} is more than train_items ({train_items})")
-    sft_models[budget], log = fb.sft(grounded, features, items, config, sft_steps, labelled=budget)
+    sft_models[budget], log = illume.sft(grounded, features, items, config, sft_steps, labelled=budget)
     sft[budget] = evaluate(sft_models[budget]) | {"seconds": log["seconds"]}
     print(f"SFT on {budget:5d} gold rationales: " + ", ".join(f"{k} {v:.4f}" for k, v in sft[budget].items()
                                                             if k != "seconds") + f" (took {log['seconds']:.1f} s)")
@@ -240,7 +243,7 @@ ch.record(sft_rationale_acc=full.get("rationale_acc"), sft_answer_acc=full["answ
 
 # %% [markdown]
 # The grounded model, the loop's model and SFT on every gold rationale are kept in the cache
-# (`vlbridge.store`), under this chapter's parameters: chapter 6 loads them from there.
+# (`vlbridge.book.store`), under this chapter's parameters: chapter 6 loads them from there.
 
 # %%
 grounding = {"captioned_images": len(caption_features) if caption_tsv else len(items)}
@@ -251,11 +254,11 @@ tuned_models = {
     "sft": (sft_models[max(sft_budgets)], grounding | {"train_seconds": grounding_log["seconds"] + full["seconds"],
                                                        "written_rationales": max(sft_budgets)}),
 }
-saved = {name: store.save_trained(ch.name, name, params, lambda folder, m=tuned: fb.save_tuned(m, folder, config),
+saved = {name: store.save_trained(ch.name, name, params, lambda folder, m=tuned: illume.save_tuned(m, folder, config),
                                   record) for name, (tuned, record) in tuned_models.items()}
-reloaded = fb.load_tuned(saved["sft"], clip, lm)
-print("reloaded SFT model answers identical:", fb.answer(reloaded, held_features[:20], held[:20])
-      == fb.answer(tuned_models["sft"][0], held_features[:20], held[:20]))
+reloaded = illume.load_tuned(saved["sft"], Backbones(clip, lm))
+print("reloaded SFT model answers identical:", illume.answer(reloaded, held_features[:20], held[:20])
+      == illume.answer(tuned_models["sft"][0], held_features[:20], held[:20]))
 
 # %% [markdown]
 # ## A fuzzy critic

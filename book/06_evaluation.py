@@ -6,7 +6,7 @@
 # (ESPER), a critic's choices among the model's own explanations (ILLUME). On one test set and with
 # one set of metrics, what does each signal buy, and at what cost?
 #
-# **Method.** Every model is loaded from the bridge its chapter saved (`vlbridge.store`: the cache,
+# **Method.** Every model is loaded from the bridge its chapter saved (`vlbridge.book.store`: the cache,
 # keyed by that chapter's parameters under this profile); nothing is trained here. The test set is
 # a fresh seed range that no chapter trained or evaluated on. The metrics are the library's
 # (`vlbridge.eval`), the same for every model:
@@ -25,9 +25,11 @@
 import matplotlib.pyplot as plt
 import torch
 
-from vlbridge import backbones, store, world
-from vlbridge.audio import AudioEncoder, audio_embeddings
-from vlbridge.chapter import Chapter
+from vlbridge import backbones, world
+from vlbridge.audio_encoder import audio_embeddings
+from vlbridge.book import store
+from vlbridge.book.chapter import Chapter
+from vlbridge.contracts import Backbones
 from vlbridge.critics import WorldCritic, world_items
 from vlbridge.eval import (
     caption_scores,
@@ -40,14 +42,13 @@ from vlbridge.eval import (
     style_accuracy,
     vqa_scores,
 )
-from vlbridge.eval.contextual import dialogue_text, story_query, text_of
-from vlbridge.eval.grounding import ALL_ATTRIBUTES
+from vlbridge.eval.attributes import ALL_ATTRIBUTES
+from vlbridge.eval.contextual import story_query, text_of
 from vlbridge.eval.scoreboard import Scoreboard
 from vlbridge.eval.style import default_style_classifier
 from vlbridge.features import image_features
-from vlbridge.methods import feedback as fb
-from vlbridge.methods.grounding import Fromage
-from vlbridge.methods.prefix import PLAIN_PROMPT, PrefixCaptioner
+from vlbridge.methods import illume, saved_models
+from vlbridge.methods.prefix import PLAIN_PROMPT
 from vlbridge.paths import results_root
 from vlbridge.plots import side_by_side
 from vlbridge.probes import generate
@@ -74,16 +75,13 @@ ch = Chapter("06_evaluation", profile, seed=seed, threads=threads, device=device
 clip = backbones.load_clip(clip_model, device=device, dtype=dtype)
 lm = backbones.load_lm(lm_model, device=device, dtype=dtype)
 frozen = sum(p.numel() for p in clip.model.parameters()) + sum(p.numel() for p in lm.model.parameters())
-saved = {(chapter, name): store.trained(chapter, name, profile, device=device, threads=threads) for chapter, name in [
-    ("03_grounding", "fromage"), ("04_reward_rl", "clipcap"), ("04_reward_rl", "esper_ppo"),
-    ("04_reward_rl", "esper_grpo"), ("04_reward_rl", "esper_style"), ("04_reward_rl", "esper_audio"),
-    ("04_reward_rl", "audio_encoder"), ("05_feedback", "grounded"), ("05_feedback", "illume"), ("05_feedback", "sft")]}
-records = {name: store.read_record(folder) for (_, name), folder in saved.items()}
-fromage = Fromage.load(saved["03_grounding", "fromage"], clip, lm)
-mappers = {name: PrefixCaptioner.load(saved["04_reward_rl", name], lm)
-           for name in ("clipcap", "esper_ppo", "esper_grpo", "esper_style", "esper_audio")}
-audio_encoder = AudioEncoder.load(saved["04_reward_rl", "audio_encoder"], clip)
-tuned = {name: fb.load_tuned(saved["05_feedback", name], clip, lm) for name in ("grounded", "illume", "sft")}
+trained = saved_models()  # every model chapters 3-5 save, from the methods' table
+saved = {s.name: store.trained(m.chapter, s.name, profile, device=device, threads=threads) for m, s in trained}
+records = {name: store.read_record(folder) for name, folder in saved.items()}
+loaded = {s.name: s.load(saved[s.name], Backbones(clip, lm)) for _, s in trained}
+fromage, audio_encoder = loaded["fromage"], loaded["audio_encoder"]
+mappers = {name: loaded[name] for name in ("clipcap", "esper_ppo", "esper_grpo", "esper_style", "esper_audio")}
+tuned = {name: loaded[name] for name in ("grounded", "illume", "sft")}
 print(f"loaded {len(saved)} trained parts on CLIP {clip_model} and LM {lm_model} ({frozen:,} frozen parameters)")
 
 # %% [markdown]
@@ -201,7 +199,7 @@ truth = WorldCritic()
 vqa, answers = {}, {}
 for label, name in (("grounded (before feedback)", "grounded"), ("ILLUME loop", "illume"),
                     ("SFT, all written rationales", "sft")):
-    answers[label] = fb.answer(tuned[name], item_features, items)
+    answers[label] = illume.answer(tuned[name], item_features, items)
     text = caption_scores([r or "" for _, r in answers[label]], [[it.explanation] for it in items], meteor=True)
     vqa[label] = vqa_scores(answers[label], items, truth) | {k: text[k] for k in ("rouge_l", "cider", "meteor")
                                                              if k in text}
@@ -307,7 +305,7 @@ tasks = {  # task: (queries, candidate features, relevance, the paper's FROMAGe 
                         same_last, 11.3, 11.9),
     "VIST, 5 captions and 4 pictures": ([story_query(t, "5cap4img", f) for t, f in zip(told, story_features)],
                                         story_features[:, -1], same_last, 18.2, None),
-    "VisDial, 10 rounds": ([[dialogue_text(t, 10)] for t in talks], talk_features, same_talk, 20.8, 17.7)}
+    "VisDial, 10 rounds": ([[world.dialogue_text(t, 10)] for t in talks], talk_features, same_talk, 20.8, 17.7)}
 print(f"{'text → image R@1 (%)':34s} {'FROMAGe':>8s} {'CLIP':>6s}   {'ours: [RET]':>11s} {'CLIP':>6s}")
 print(f"{'':34s} {'(the paper)':>15s}")
 reported = {}

@@ -1,11 +1,13 @@
-"""The audio encoder (audio.py): stereo log-mel features, an encoder into CLIP's image space trained
+"""The audio encoder (audio_encoder.py): stereo log-mel features, an encoder into CLIP's image space trained
 by distillation from the frozen CLIP, deterministic for a seed, and clear errors for bad input."""
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from vlbridge import audio, backbones, world
+from vlbridge import audio_encoder as audio
+from vlbridge import backbones, world
+from vlbridge.contracts import Backbones
 
 SMOKE_CLIP = "micro-clip-smoke"
 TRAIN = dict(steps=12, batch_size=32, lr=3e-3, seed=0)
@@ -103,11 +105,11 @@ def test_a_saved_encoder_loads_with_the_same_embeddings_and_only_for_its_clip(cl
     from vlbridge.checkpoint import CheckpointError
 
     encoder = trained[0]
-    encoder.save(tmp_path / "encoder", clip.name)
-    loaded = audio.AudioEncoder.load(tmp_path / "encoder", clip)
+    encoder.save(tmp_path / "encoder")
+    loaded = audio.AudioEncoder.load(tmp_path / "encoder", Backbones(clip, None))
     sounds = world.scenes(world.HELDOUT_START, 8)
     assert torch.equal(audio.audio_embeddings(loaded, sounds), audio.audio_embeddings(encoder, sounds))
-    other = SimpleNamespace(name="another-clip", embed_dim=clip.embed_dim)
+    other = SimpleNamespace(name="another-clip", embed_dim=clip.embed_dim, device=clip.device)
     with pytest.raises(CheckpointError, match="trained on clip 'micro-clip-smoke', not 'another-clip'"):
-        audio.AudioEncoder.load(tmp_path / "encoder", other)
+        audio.AudioEncoder.load(tmp_path / "encoder", Backbones(other, None))
 

@@ -5,7 +5,7 @@ import jupytext
 import nbformat
 import pytest
 
-from vlbridge import config
+from vlbridge.book import config
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTERS = config.chapters()

@@ -10,7 +10,7 @@ from safetensors import safe_open
 
 from vlbridge import backbones, checkpoint, world
 from vlbridge.checkpoint import CheckpointError, CheckpointNotFoundError
-from vlbridge.methods.grounding import Fromage, FromageConfig
+from vlbridge.methods.fromage import Fromage, FromageConfig
 
 NAMES = {"clip": "micro-clip-smoke", "lm": "micro-lm-smoke"}
 

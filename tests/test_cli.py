@@ -7,11 +7,11 @@ import sys
 import nbformat
 import pytest
 
-from vlbridge.cli import main
+from vlbridge.book.cli import main
 
 
 def vlbridge(*args):
-    return subprocess.run([sys.executable, "-m", "vlbridge.cli", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "vlbridge", *args], capture_output=True, text=True, timeout=600)
 
 
 def test_help_explains_the_commands():

@@ -1,8 +1,8 @@
 """Profiles and parameters: merge order, validation, and the errors a researcher will meet."""
 import pytest
 
-from vlbridge import config
-from vlbridge.config import ConfigError
+from vlbridge.book import config
+from vlbridge.book.config import ConfigError
 
 
 def write_profile(project, name, text):

@@ -24,7 +24,7 @@ from vlbridge.critics import (
     supports_answer,
     world_items,
 )
-from vlbridge.probes import rationale_true
+from vlbridge.world import rationale_true
 
 # A small red square at the top, a large blue square at the left, a small green circle at the bottom right.
 SCENE = world.Scene((world.WorldObject("square", "red", "small", 0, 1),

@@ -25,8 +25,8 @@ from vlbridge.data import (
     load_vqax,
     open_image,
     read_wav,
-    write_wav,
 )
+from vlbridge.world.sound import write_wav
 
 FORMATS = Path(__file__).resolve().parents[1].parent / "shared" / "formats"
 

@@ -9,14 +9,15 @@ import jupytext
 import matplotlib.pyplot as plt
 import pytest
 import torch
-from device_guard import VIRTUAL, DeviceSlip, virtual_device
 
-from vlbridge import config
-from vlbridge.audio import AudioEncoder
+from device_guard import VIRTUAL, DeviceSlip, virtual_device
+from vlbridge.audio_encoder import AudioEncoder
 from vlbridge.backbones import FrozenCLIP, FrozenLM
-from vlbridge.methods.grounding import Fromage
+from vlbridge.book import config
+from vlbridge.contracts import Backbones
+from vlbridge.methods.esper import Esper
+from vlbridge.methods.fromage import Fromage
 from vlbridge.methods.prefix import PrefixCaptioner
-from vlbridge.methods.reward import Esper
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTERS = config.chapters()
@@ -138,10 +139,10 @@ def test_illume_with_lora_adapters_samples_judges_tunes_saves_and_loads_on_a_dev
     """The smoke book tunes the bridge only; LoRA adapters (the paper profile's) get their own run."""
     from vlbridge import backbones, world
     from vlbridge.critics import WorldCritic, world_items
-    from vlbridge.methods import feedback as fb
-    from vlbridge.methods.grounding import FromageConfig
+    from vlbridge.methods import illume
+    from vlbridge.methods.fromage import FromageConfig
 
-    config = fb.FeedbackConfig(samples=2, temperatures=(0.3, 1.0), max_new_tokens=8, rounds=1, items_per_round=4,
+    config = illume.FeedbackConfig(samples=2, temperatures=(0.3, 1.0), max_new_tokens=8, rounds=1, items_per_round=4,
                                steps_per_round=2, batch_size=4, warmup_steps=1, lora_rank=2)
     with virtual_device() as guard:
         clip = backbones.load_clip("micro-clip-smoke", device=VIRTUAL.type)
@@ -149,12 +150,12 @@ def test_illume_with_lora_adapters_samples_judges_tunes_saves_and_loads_on_a_dev
         model = Fromage(clip, lm, FromageConfig(image_tokens=2))
         items = world_items(0, 4)
         features = model.features(world.render_array([it.scene for it in items], clip.image_size))
-        loop = fb.FeedbackLoop(model, features, items, config)
+        loop = illume.FeedbackLoop(model, features, items, config)
         loop.run(WorldCritic())
-        tuned, _ = fb.sft(model, features, items, config, steps=2)
+        tuned, _ = illume.sft(model, features, items, config, steps=2)
         adapters = [p for name, p in loop.model.lm.model.named_parameters() if "lora_" in name]
         assert adapters and all(guard.on_device(p) for p in adapters)
-        fb.save_tuned(loop.model, tmp_path, config)
-        reloaded = fb.load_tuned(tmp_path, clip, lm)
+        illume.save_tuned(loop.model, tmp_path, config)
+        reloaded = illume.load_tuned(tmp_path, Backbones(clip, lm))
         assert all(guard.on_device(p) for p in reloaded.lm.model.parameters())
-        assert fb.answer(reloaded, features, items) == fb.answer(loop.model, features, items)
+        assert illume.answer(reloaded, features, items) == illume.answer(loop.model, features, items)

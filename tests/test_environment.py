@@ -113,11 +113,11 @@ def test_the_wheels_packed_for_the_gpu_machine_satisfy_the_ranges():
 
 
 def test_pyproject_declares_the_console_script_and_extras():
-    assert PYPROJECT["project"]["scripts"]["vlbridge"] == "vlbridge.cli:main"
+    assert PYPROJECT["project"]["scripts"]["vlbridge"] == "vlbridge.book.cli:main"
     assert {"book", "test", "dev"} <= set(PYPROJECT["project"]["optional-dependencies"])
 
 
 def test_run_json_records_every_pinned_version():
-    from vlbridge.runner import VERSIONED_PACKAGES
+    from vlbridge.book.runner import VERSIONED_PACKAGES
 
     assert set(reference_pins()) <= {canonicalize_name(n) for n in VERSIONED_PACKAGES}

@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from vlbridge import backbones, world
+from vlbridge.contracts import Backbones
 from vlbridge.critics import DecisionLog, FeedbackItem, RecordedCritic, WorldCritic, world_items
 from vlbridge.eval import vqa_scores
-from vlbridge.methods import feedback as fb
-from vlbridge.methods.grounding import Fromage, FromageConfig
+from vlbridge.methods import illume
+from vlbridge.methods.fromage import Fromage, FromageConfig
 
-CONFIG = fb.FeedbackConfig(samples=3, temperatures=(0.3, 1.0), max_new_tokens=12, rounds=2, items_per_round=6,
+CONFIG = illume.FeedbackConfig(samples=3, temperatures=(0.3, 1.0), max_new_tokens=12, rounds=2, items_per_round=6,
                            steps_per_round=4, batch_size=8, lr=1e-2, warmup_steps=1)
 
 
@@ -43,7 +44,7 @@ def same(a: dict, b: dict) -> bool:
 
 def test_sampling_gives_n_rationales_per_item_reproducibly(grounded):
     model, items, features = grounded
-    draw = [fb.sample_rationales(model, features[:4], items[:4], CONFIG, torch.Generator().manual_seed(1))
+    draw = [illume.sample_rationales(model, features[:4], items[:4], CONFIG, torch.Generator().manual_seed(1))
             for _ in range(2)]
     assert draw[0] == draw[1]
     assert [len(c) for c in draw[0]] == [CONFIG.samples] * 4
@@ -53,8 +54,8 @@ def test_sampling_gives_n_rationales_per_item_reproducibly(grounded):
 def test_the_loop_tunes_a_copy_of_the_bridge_and_never_the_lm(grounded):
     model, items, features = grounded
     lm_before, bridge_before = state(model.lm.model), state(model.image_to_lm)
-    loop = fb.FeedbackLoop(model, features, items, CONFIG)
-    logs = loop.run(KeepFirst(), evaluate=lambda m: vqa_scores(fb.answer(m, features[:4], items[:4]), items[:4],
+    loop = illume.FeedbackLoop(model, features, items, CONFIG)
+    logs = loop.run(KeepFirst(), evaluate=lambda m: vqa_scores(illume.answer(m, features[:4], items[:4]), items[:4],
                                                                WorldCritic()))
     assert [log.round for log in logs] == [0, 1, 2]
     for log in logs[1:]:
@@ -72,7 +73,7 @@ def test_the_loop_tunes_a_copy_of_the_bridge_and_never_the_lm(grounded):
 def test_lora_adapters_train_on_a_copy_of_the_lm(grounded):
     model, items, features = grounded
     lm_before = state(model.lm.model)
-    loop = fb.FeedbackLoop(model, features, items, replace(CONFIG, lora_rank=2, rounds=1))
+    loop = illume.FeedbackLoop(model, features, items, replace(CONFIG, lora_rank=2, rounds=1))
     adapters = {n: p.clone() for n, p in loop.model.lm.model.named_parameters() if "lora_" in n}
     assert adapters and all(p.requires_grad for n, p in loop.model.lm.model.named_parameters() if "lora_" in n)
     loop.learn(1, KeepFirst())
@@ -89,24 +90,24 @@ def test_a_tuned_model_saves_and_loads_with_its_adapters(grounded, tmp_path):
     model, items, features = grounded
     for rank in (0, 2):
         config = replace(CONFIG, lora_rank=rank, rounds=1)
-        loop = fb.FeedbackLoop(model, features, items, config)
+        loop = illume.FeedbackLoop(model, features, items, config)
         loop.learn(1, KeepFirst())
-        fb.save_tuned(loop.model, tmp_path / f"r{rank}", config)
-        assert (tmp_path / f"r{rank}" / fb.LORA).is_dir() == (rank > 0)
+        illume.save_tuned(loop.model, tmp_path / f"r{rank}", config)
+        assert (tmp_path / f"r{rank}" / illume.LORA).is_dir() == (rank > 0)
         lm_before = state(model.lm.model)
-        loaded = fb.load_tuned(tmp_path / f"r{rank}", model.clip, model.lm)
+        loaded = illume.load_tuned(tmp_path / f"r{rank}", Backbones(model.clip, model.lm))
         assert same(state(model.lm.model), lm_before)  # adapters go on a copy, never on the shared LM
-        assert fb.answer(loaded, features[:6], items[:6]) == fb.answer(loop.model, features[:6], items[:6])
+        assert illume.answer(loaded, features[:6], items[:6]) == illume.answer(loop.model, features[:6], items[:6])
 
 
 def test_a_human_round_replays_the_decisions_in_the_log(grounded, tmp_path):
     model, items, features = grounded
     log = DecisionLog(tmp_path / "decisions.jsonl")
-    first = fb.FeedbackLoop(model, features, items, replace(CONFIG, rounds=1))
+    first = illume.FeedbackLoop(model, features, items, replace(CONFIG, rounds=1))
     first.run(KeepFirst(), decisions=log)
     assert len(log.decisions(1)) == CONFIG.items_per_round
     # The same round again, judged from the log (as a person's panel leaves it): the same pool.
-    second = fb.FeedbackLoop(model, features, items, replace(CONFIG, rounds=1))
+    second = illume.FeedbackLoop(model, features, items, replace(CONFIG, rounds=1))
     second.learn(1, RecordedCritic(log, 1))
     assert second.kept == first.kept
     assert same(state(second.model.image_to_lm), state(first.model.image_to_lm))
@@ -114,19 +115,19 @@ def test_a_human_round_replays_the_decisions_in_the_log(grounded, tmp_path):
 
 def test_sft_on_gold_rationales_lowers_the_loss(grounded):
     model, items, features = grounded
-    _, log = fb.sft(model, features, items, replace(CONFIG, lr=3e-2), steps=30, labelled=8)
+    _, log = illume.sft(model, features, items, replace(CONFIG, lr=3e-2), steps=30, labelled=8)
     assert sum(log["loss"][-5:]) < sum(log["loss"][:5])
 
 
 def test_bad_input_is_refused_with_a_clear_message(grounded):
     model, items, features = grounded
     with pytest.raises(ValueError, match="need 200 items; got 16"):
-        fb.FeedbackLoop(model, features, items, replace(CONFIG, rounds=2, items_per_round=100))
+        illume.FeedbackLoop(model, features, items, replace(CONFIG, rounds=2, items_per_round=100))
     with pytest.raises(ValueError, match="16 feature rows but 15 items"):
-        fb.FeedbackLoop(model, features, items[:15], CONFIG)
+        illume.FeedbackLoop(model, features, items[:15], CONFIG)
     with pytest.raises(ValueError, match="got no items"):
-        fb.answer(model, features[:0], [])
-    loop = fb.FeedbackLoop(model, features, items, CONFIG)
+        illume.answer(model, features[:0], [])
+    loop = illume.FeedbackLoop(model, features, items, CONFIG)
     with pytest.raises(ValueError, match="round must be between 1 and 2"):
         loop.candidates(3)
 
@@ -142,11 +143,11 @@ def test_bad_input_is_refused_with_a_clear_message(grounded):
             return [False] * len(candidates)
 
     # Nothing kept yet: the round tunes on the answers alone.
-    assert fb.FeedbackLoop(model, features, items, CONFIG).learn(1, KeepNothing()).kept == 0
+    assert illume.FeedbackLoop(model, features, items, CONFIG).learn(1, KeepNothing()).kept == 0
     with pytest.raises(ValueError, match="nothing to tune on"):
-        fb.tune(model, features, items, [], [], CONFIG, steps=1)
+        illume.tune(model, features, items, [], [], CONFIG, steps=1)
     with pytest.raises(ValueError, match="labelled must be between 1 and 16"):
-        fb.sft(model, features, items, CONFIG, steps=1, labelled=0)
+        illume.sft(model, features, items, CONFIG, steps=1, labelled=0)
     unexplained = [FeedbackItem("q1", "what ?", "red")]
     with pytest.raises(ValueError, match="e.g. q1"):
-        fb.sft(model, features[:1], unexplained, CONFIG, steps=1)
+        illume.sft(model, features[:1], unexplained, CONFIG, steps=1)

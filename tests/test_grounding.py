@@ -7,7 +7,8 @@ import torch
 
 from vlbridge import backbones, world
 from vlbridge.checkpoint import CheckpointError
-from vlbridge.methods.grounding import RET, Fromage, FromageConfig
+from vlbridge.contracts import Backbones
+from vlbridge.methods.fromage import RET, Fromage, FromageConfig
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +81,12 @@ def test_captions_from_images_equal_captions_from_their_features(trained):
 def test_a_saved_bridge_reloads_identically_and_only_on_its_backbones(trained, tmp_path):
     model, lm, features, _, _ = trained
     model.save(tmp_path)
-    reloaded = Fromage.load(tmp_path, model.clip, lm)
+    reloaded = Fromage.load(tmp_path, Backbones(model.clip, lm))
     assert reloaded.config == model.config
     assert reloaded.caption(features[:4]) == model.caption(features[:4])
     assert torch.equal(reloaded.text_retrieval(["a red circle ."]), model.text_retrieval(["a red circle ."]))
     with pytest.raises(CheckpointError, match="trained on lm 'micro-lm-smoke', not 'micro-lm'"):
-        Fromage.load(tmp_path, model.clip, replace(lm, name="micro-lm"))
+        Fromage.load(tmp_path, Backbones(model.clip, replace(lm, name="micro-lm")))
 
 
 def test_retrieval_in_both_directions_and_likelihoods_agree_with_the_embeddings(trained):

@@ -8,9 +8,10 @@ import torch
 from tiny_models import gpt2_bpe, save_tiny_hf_clip, save_tiny_open_clip, tiny_gpt2
 from vlbridge import backbones, world
 from vlbridge.backbones.hf_clip import HFCLIP, hf_source
-from vlbridge.methods.grounding import Fromage, FromageConfig
+from vlbridge.contracts import Backbones
+from vlbridge.methods.esper import Esper, EsperConfig
+from vlbridge.methods.fromage import Fromage, FromageConfig
 from vlbridge.methods.prefix import PrefixCaptioner, PrefixConfig
-from vlbridge.methods.reward import Esper, EsperConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models run on one thread
 
@@ -159,7 +160,7 @@ def test_fromage_trains_captions_retrieves_and_reloads(clip, lm, image_input, tm
     assert model.retrieve_images(["a red circle ."], features, k=3).shape == (1, 3)
     assert model.text_retrieval(["a red circle ."]).shape == (1, model.config.retrieval_dim)
     model.save(tmp_path)
-    reloaded = Fromage.load(tmp_path, clip, lm)
+    reloaded = Fromage.load(tmp_path, Backbones(clip, lm))
     assert reloaded.caption(features[:2], max_new_tokens=6) == captions
 
 

@@ -17,11 +17,10 @@ from vlbridge.data import (
     DataError,
     ImageCaptionDataset,
     KarpathyRecord,
-    karpathy_features,
     load_karpathy,
     open_image,
 )
-from vlbridge.features import image_features
+from vlbridge.features import image_features, karpathy_features
 
 SPLITS = ["train", "restval", "val", "test", "train", "restval", "test", "train"]
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from tiny_models import backbone_weights, byte_level_bpe, paper_profile, save_tiny_open_clip, tiny_opt
-from vlbridge import backbones, config, world
+from vlbridge import backbones, world
+from vlbridge.book import config
 from vlbridge.data import DataError
-from vlbridge.data.cc3m import cc3m_pairs
-from vlbridge.methods.grounding import Fromage, FromageConfig
+from vlbridge.features import cc3m_pairs
+from vlbridge.methods.fromage import Fromage, FromageConfig
 from vlbridge.world.export import export
 
 IMAGES = 6

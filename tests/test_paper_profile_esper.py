@@ -8,10 +8,13 @@ import pytest
 import torch
 
 from tiny_models import backbone_weights, gpt2_bpe, paper_profile, save_tiny_karpathy, save_tiny_open_clip, tiny_gpt2
-from vlbridge import backbones, bridge, config, features, world
-from vlbridge.data import karpathy_features, load_karpathy, open_image
+from vlbridge import backbones, bridge, features, world
+from vlbridge.book import config
+from vlbridge.contracts import Backbones
+from vlbridge.data import load_karpathy, open_image
+from vlbridge.features import karpathy_features
+from vlbridge.methods.esper import Esper, EsperConfig
 from vlbridge.methods.prefix import STOP, PrefixCaptioner, PrefixConfig
-from vlbridge.methods.reward import Esper, EsperConfig
 
 SPLITS = ["train", "restval", "train", "val", "restval", "test", "train", "restval"]  # 6 training images
 TRAIN = 6
@@ -133,4 +136,4 @@ def test_paper_path_end_to_end(local, tmp_path):
     written = captioner.caption(feats[:3])
     assert len(written) == 3 and all(isinstance(c, str) for c in written)
     captioner.save(tmp_path / "mapper")
-    assert PrefixCaptioner.load(tmp_path / "mapper", lm).caption(feats[:3]) == written
+    assert PrefixCaptioner.load(tmp_path / "mapper", Backbones(clip, lm)).caption(feats[:3]) == written

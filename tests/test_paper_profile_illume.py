@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from tiny_models import backbone_weights, gpt2_bpe, paper_profile, save_tiny_open_clip, tiny_gptj
-from vlbridge import backbones, config, world
+from vlbridge import backbones, world
+from vlbridge.book import config
 from vlbridge.critics import RougeCritic, vqax_items
-from vlbridge.data.cc3m import cc3m_pairs
 from vlbridge.data.vqax import load_vqax
-from vlbridge.features import image_file_features
-from vlbridge.methods import feedback as fb
-from vlbridge.methods.grounding import Fromage, FromageConfig
+from vlbridge.features import cc3m_pairs, image_file_features
+from vlbridge.methods import illume
+from vlbridge.methods.fromage import Fromage, FromageConfig
 from vlbridge.world.export import export
 
 ITEMS = 10
@@ -71,12 +71,12 @@ def test_paper_path_end_to_end(local):
     caption_features, captions = cc3m_pairs(local / "cc3m" / "cc3m.tsv", local / "cc3m" / "images", clip)
     grounded.fit(caption_features, lambda i, step: captions[i])
 
-    cfg = fb.FeedbackConfig(samples=section["samples"], temperatures=tuple(section["temperatures"]),
+    cfg = illume.FeedbackConfig(samples=section["samples"], temperatures=tuple(section["temperatures"]),
                             max_new_tokens=8, rounds=1, items_per_round=ITEMS, steps_per_round=3, batch_size=11,
                             answer_only_per_rationale=section["answer_only_per_rationale"], lr=1e-2,
                             lora_rank=2, lora_targets=tuple(section["lora_targets"]))
     frozen = {k: v.clone() for k, v in backbone_weights(lm, clip).items()}
-    loop = fb.FeedbackLoop(grounded, features, items, cfg)
+    loop = illume.FeedbackLoop(grounded, features, items, cfg)
     shown, candidates = loop.candidates(1)
     assert [len(c) for c in candidates] == [section["samples"]] * ITEMS
     # A random-init GPT-J writes nonsense that no ROUGE threshold keeps: so the critic is given a
@@ -87,5 +87,5 @@ def test_paper_path_end_to_end(local):
     after = backbone_weights(lm, clip)
     assert all(torch.equal(frozen[k], after[k]) for k in frozen)
     assert any("lora_" in n for n, _ in loop.model.lm.model.named_parameters())
-    pairs = fb.answer(loop.model, features[:3], items[:3], max_new_tokens=6)
+    pairs = illume.answer(loop.model, features[:3], items[:3], max_new_tokens=6)
     assert len(pairs) == 3 and all(isinstance(a, str) for a, _ in pairs)

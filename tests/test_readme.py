@@ -1,8 +1,8 @@
 """The README's front page shows the default scoreboard exactly as chapter 6 wrote it."""
 import pytest
 
-from vlbridge import readme
-from vlbridge.cli import main
+from vlbridge.book import readme
+from vlbridge.book.cli import main
 from vlbridge.paths import repo_root
 
 

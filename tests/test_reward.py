@@ -3,10 +3,9 @@ smoke backbones: bad input, a non-finite reward, and the frozen LM and CLIP left
 import pytest
 import torch
 
-import vlbridge.methods.reward as reward
+import vlbridge.methods.esper as reward
 from vlbridge import backbones, bridge, world
-from vlbridge.methods.prefix import PLAIN_PROMPT, PrefixCaptioner, PrefixConfig
-from vlbridge.methods.reward import (
+from vlbridge.methods.esper import (
     Esper,
     EsperConfig,
     clip_reward,
@@ -17,6 +16,7 @@ from vlbridge.methods.reward import (
     kl_per_token,
     whiten,
 )
+from vlbridge.methods.prefix import PLAIN_PROMPT, PrefixCaptioner, PrefixConfig
 
 
 # ---------------------------------------------------------------------------- GAE

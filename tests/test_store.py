@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from vlbridge import config, store
+from vlbridge.book import config, store
 
 
 @pytest.fixture(autouse=True)

@@ -116,7 +116,7 @@ def test_dialogue_answers_are_true_and_questions_do_not_give_them_away():
 
 
 def test_vqa_rationales_are_true_of_the_scene():
-    from vlbridge.probes import rationale_true
+    from vlbridge.world import rationale_true
 
     for seed in range(2000):
         item = world.vqa_item(seed)

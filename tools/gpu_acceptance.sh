@@ -23,7 +23,7 @@ failures=0
 exec > >(tee -a "$out/acceptance.log") 2>&1
 
 note() { echo "$(date -u +%H:%M:%S) $*" | tee -a "$out/summary.txt"; }
-vlbridge() { "$PY" -m vlbridge.cli "$@"; }
+vlbridge() { "$PY" -m vlbridge.book.cli "$@"; }
 
 if command -v nvidia-smi >/dev/null; then
   nvidia-smi dmon -s u -d 5 > "$out/dmon.log" 2>&1 &   # is the GPU busy? (SM % every 5 s)
@@ -52,7 +52,7 @@ if [[ " $steps " == *" env "* ]]; then
   "$PY" -c 'import sys, torch; print(sys.version); print("torch", torch.__version__, "cuda", torch.version.cuda,
              "available", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")' \
     | tee "$out/torch.txt" || { note "FAIL env: no working torch under $PY"; failures=$((failures + 1)); }
-  "$PY" -c 'from vlbridge.runner import _versions; print(_versions())' | tee -a "$out/torch.txt"
+  "$PY" -c 'from vlbridge.book.runner import _versions; print(_versions())' | tee -a "$out/torch.txt"
 fi
 
 if [[ " $steps " == *" smoke "* ]]; then

@@ -230,6 +230,14 @@ def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
                            ignore_index=IGNORE)
 
 
+def teacher_forced_loss(lm, sequences: list[list]) -> torch.Tensor:
+    """The LM's cross-entropy on the `learn=True` text of each sequence, given what precedes it: the
+    loss of every teacher-forced trainer here (ClipCap, ILLUME's tuning and SFT)."""
+    batch = assemble(lm, sequences)
+    _, logits = forward(lm, batch)
+    return next_token_loss(logits, batch.targets)
+
+
 @dataclass
 class Generation:
     tokens: list[list[int]]  # generated ids per sequence (stop token included, nothing after it)

@@ -185,3 +185,28 @@ def load(folder, module: nn.Module, backbones: dict[str, str], dims: dict | None
         for name, tensor in saved.items():
             params[name].copy_(tensor)
     return meta["config"]
+
+
+class Trained:
+    """save / load / trainable_parameters of a model a method trains (contracts.TrainedModel), written
+    once. A subclass (an nn.Module) has `config` (a dataclass or dict), `config_class` (what builds the
+    config back from JSON), `backbone_record()` and `from_config(config, backbones)`."""
+
+    config_class = dict
+
+    def save(self, folder) -> None:
+        """The trained parameters (safetensors) and a JSON config naming the backbones."""
+        names, dims = self.backbone_record()
+        save(folder, self, self.config, names, dims)
+
+    @classmethod
+    def load(cls, folder, backbones):
+        """A saved model on `backbones` (contracts.Backbones); other backbones than it was trained on are
+        a CheckpointError that names both."""
+        model = cls.from_config(cls.config_class(**read_meta(folder)["config"]), backbones)
+        names, dims = model.backbone_record()
+        load(folder, model, names, dims)
+        return model.eval()
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -141,12 +141,11 @@ class WorldCritic:
     name = "world"
 
     def judge(self, item: FeedbackItem, candidates: list[str]) -> list[bool]:
-        from .probes import rationale_true  # probes loads torch; only this critic needs it
 
         _require_candidates(item, candidates)
         if item.scene is None:
             raise ValueError(f"item {item.item_id!r} has no scene: the world critic judges microworld items only")
-        return [rationale_true(c, item.scene) and supports_answer(c, item.question, item.answer)
+        return [world.rationale_true(c, item.scene) and supports_answer(c, item.question, item.answer)
                 for c in candidates]
 
 

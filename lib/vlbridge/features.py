@@ -1,4 +1,5 @@
-"""What a bridge is shown of an image, computed once by the frozen CLIP and reused by every step.
+"""What a bridge is shown of an image, computed once by the frozen CLIP and reused by every step; and
+the same for a dataset's image files (data/ reads the files, this encodes them).
 
 "embedding" is CLIP's pooled image embedding (what FROMAGe, ClipCap and ESPER use). "patches" is
 that embedding followed by CLIP's last feature map with at least a 4x4 grid, flattened: the stand-in
@@ -6,8 +7,12 @@ CLIP's pooled embedding keeps *what* is in a scene better than *where* (chapter 
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
+
+from .data import DataError, KarpathyRecord, load_cc3m_tsv, open_image
 
 IMAGE_INPUTS = ("embedding", "patches")
 
@@ -38,10 +43,46 @@ def image_file_features(clip, paths, image_input: str = "embedding", batch_size:
     """`image_features` of image files [N, feature_dim], opened and encoded `batch_size` at a time
     through CLIP's own preprocessing (resize, centre crop), so that only one batch of decoded photos
     is in memory (a dataset's worth at once would not fit: COCO's 113,287 need ~100 GB)."""
-    from .data.images import open_image
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     paths = list(paths)
     return torch.cat([image_features(clip, [open_image(p) for p in paths[i:i + batch_size]], image_input)
                       for i in range(0, len(paths), batch_size)])
+
+
+def cc3m_pairs(tsv, image_dir, clip, limit: int | None = None, batch_size: int = 256) -> tuple[torch.Tensor, list[str]]:
+    """The frozen CLIP's image embeddings [N, d] (float32, L2-normalised) and the N captions of a
+    FROMAGe-layout TSV whose images are in `image_dir` (the first `limit` pairs, or all). Images are
+    opened and encoded `batch_size` at a time, through the CLIP model's own preprocessing (resize,
+    centre crop), so only one batch of pixels is in memory. Every image file is checked before any
+    is encoded: a missing folder or file is a DataError naming it."""
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise DataError(f"{image_dir}: image folder not found (the images of {tsv})")
+    if batch_size < 1 or (limit is not None and limit < 1):
+        raise ValueError(f"need batch_size >= 1 and limit >= 1 (or None), got {batch_size} and {limit}")
+    records = load_cc3m_tsv(tsv, image_dir)
+    if records and records[0].image_path is None:
+        raise DataError(f"{tsv}: not FROMAGe's layout: the first line must be the header 'caption<TAB>image' and "
+                        "each row a caption and an image file (name or stem) in the image folder; the original "
+                        "GCC files list URLs: download the images first")
+    records = records[:limit]
+    if not records:
+        raise DataError(f"{tsv}: no image-caption pairs")
+    embeddings = image_file_features(clip, [r.image_path for r in records], "embedding", batch_size)
+    return embeddings, [r.caption for r in records]
+
+
+def karpathy_features(records: list[KarpathyRecord], clip, image_input: str = "embedding",
+                      batch_size: int = 256) -> torch.Tensor:
+    """`vlbridge.features.image_features` of the records' images [N, feature_dim], opened and encoded
+    `batch_size` at a time (features.image_file_features)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not records:
+        raise DataError("karpathy_features got no records")
+    missing = [r.cocoid for r in records if r.image_path is None]
+    if missing:
+        raise DataError(f"{len(missing)} records have no image file (cocoid {missing[0]}, ...): pass image_root to "
+                        "load_karpathy")
+    return image_file_features(clip, [r.image_path for r in records], image_input, batch_size)

@@ -11,6 +11,7 @@ from . import world
 from .eval.vqa import vqa_scores
 from .repro import generator
 from .world.grammar import is_caption
+from .world.narrative import rationale_true, split_answer
 
 CAPTION_OPENERS = ("there is", "this picture shows", "we can see", "an image of")
 
@@ -70,22 +71,6 @@ def context_probe(lm, scenes) -> dict[str, float]:
         for row, name in enumerate(follows):
             losses[name].append(loss[row, n_a:][mask[row, n_a:]].mean().item())
     return {name: float(np.mean(values)) for name, values in losses.items()}
-
-
-def split_answer(text: str) -> tuple[str, str | None]:
-    """'red because the circle ... is red .' -> ('red', 'the circle ... is red')."""
-    answer, sep, rationale = text.partition(" because ")
-    return answer.strip(), (rationale.replace(" .", "").strip() if sep else None)
-
-
-def rationale_true(rationale: str | None, scene) -> bool:
-    """True if the rationale makes at least one claim and every claim is true of the scene."""
-    if not rationale:
-        return False
-    claims = world.parse(rationale).claims
-    if not claims:
-        return False
-    return all(any(c.matches(o) for o in scene.objects) != c.negated for c in claims)
 
 
 def vqa_from_text(lm, items, with_caption: bool) -> dict:

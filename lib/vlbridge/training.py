@@ -26,6 +26,24 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def set_schedule(optimizer, base: list[float], scale: float) -> None:
+    """Every parameter group's learning rate at `scale` times its base rate."""
+    for group, lr in zip(optimizer.param_groups, base):
+        group["lr"] = lr * scale
+
+
+def optimizer_step(optimizer, loss: torch.Tensor, groups: list, clip_grad: float, where: str) -> None:
+    """One step on `loss`: stop on a loss that is not finite (the model is left as before the step),
+    backward, clip each group of parameters to norm `clip_grad`, step."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{where}: the loss became {loss.item()}; training stopped; lower the learning rate")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    for group in groups:
+        torch.nn.utils.clip_grad_norm_(group, clip_grad)
+    optimizer.step()
+
+
 def train_loop(model, optimizer, steps: int, warmup: int, loss_fn, desc: str, clip_grad: float = 1.0,
                clip_groups: list | None = None) -> dict:
     """Run `steps` optimiser steps of loss_fn(step), which returns a scalar loss or a dict of named
@@ -38,19 +56,10 @@ def train_loop(model, optimizer, steps: int, warmup: int, loss_fn, desc: str, cl
     start = time.time()
     model.train()
     for step in tqdm(range(steps), desc=desc, disable=not progress_enabled(), mininterval=2.0):
-        scale = warmup_cosine(step, steps, warmup)
-        for group, lr in zip(optimizer.param_groups, base):
-            group["lr"] = lr * scale
+        set_schedule(optimizer, base, warmup_cosine(step, steps, warmup))
         losses = loss_fn(step)
         losses = losses if isinstance(losses, dict) else {"loss": losses}
-        total = losses.get("total", losses.get("loss"))
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"{desc}: loss became {total.item()} at step {step}; lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        for group in groups:
-            torch.nn.utils.clip_grad_norm_(group, clip_grad)
-        optimizer.step()
+        optimizer_step(optimizer, losses.get("total", losses.get("loss")), groups, clip_grad, f"{desc}, step {step}")
         for name, value in losses.items():
             log.setdefault(name, []).append(round(value.item(), 6))
     model.eval()

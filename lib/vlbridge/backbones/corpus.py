@@ -12,7 +12,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..world import STYLES, caption, dialogue, sample_scene, scene_rng, story, styled_caption, vqa_item, vqa_prompt
+from ..world import (
+    STYLES,
+    caption,
+    dialogue,
+    qa_turn,
+    sample_scene,
+    scene_rng,
+    story,
+    styled_caption,
+    vqa_item,
+    vqa_prompt,
+)
 from ..world.language import object_list, partial_caption, style_prompt
 from ..world.vocab import COLOUR_NAMES, POSITION_PHRASES, SHAPES, SIZE_WORDS
 
@@ -67,7 +78,7 @@ def lm_document(seed: int, kind: str) -> str:
         talk = dialogue(seed)
         opening = caption(talk.scene, rng) if rng.random() < 0.5 else f"{talk.caption} ."
         rounds = int(rng.integers(3, len(talk.rounds) + 1))
-        return " ".join([opening] + [f"q : {q} a : {a}" for q, a in talk.rounds[:rounds]])
+        return " ".join([opening] + [qa_turn(q, a) for q, a in talk.rounds[:rounds]])
     if kind in ("vqa", "vqa_context"):
         item = vqa_item(seed)
         qa = f"{vqa_prompt(item.question, item.answer)} {item.rationale} ."

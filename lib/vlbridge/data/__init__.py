@@ -1,12 +1,12 @@
 """Loaders for the standard dataset formats: they read the real files and the microworld's exports."""
-from .audio import AudioRecord, load_audio_captions, read_wav, write_wav
+from .audio import AudioRecord, load_audio_captions, read_wav
 from .cc3m import Cc3mRecord, load_cc3m_tsv
 from .coco import CaptionRecord, load_coco_captions
 from .dataset import ImageCaptionDataset, collate_image_captions, to_tensor
 from .errors import DataError
 from .esp import ESP_CAPTION_FIELDS, StyledRecord, load_esp
 from .images import open_image
-from .karpathy import KARPATHY_SPLITS, KARPATHY_TRAIN, KarpathyRecord, karpathy_features, load_karpathy
+from .karpathy import KARPATHY_SPLITS, KARPATHY_TRAIN, KarpathyRecord, load_karpathy
 from .visdial import DialogRecord, Round, load_visdial
 from .vist import StoryRecord, load_vist_sis
 from .vqax import VQAXRecord, load_vqax
@@ -27,7 +27,6 @@ __all__ = [
     "StyledRecord",
     "VQAXRecord",
     "collate_image_captions",
-    "karpathy_features",
     "load_audio_captions",
     "load_cc3m_tsv",
     "load_coco_captions",
@@ -39,5 +38,4 @@ __all__ = [
     "open_image",
     "read_wav",
     "to_tensor",
-    "write_wav",
 ]

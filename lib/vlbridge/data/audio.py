@@ -1,4 +1,5 @@
-"""16-bit PCM WAV files (stdlib `wave`), and the manifest that pairs each file with a caption."""
+"""Reading 16-bit PCM WAV files (stdlib `wave`; world.sound writes them), and the manifest that pairs
+each file with a caption."""
 from __future__ import annotations
 
 import wave as wavfile
@@ -7,23 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..world.sound import FULL_SCALE
 from .errors import DataError
 from .jsonfile import field, read_json
-
-_FULL_SCALE = 32767  # int16 full scale; samples map to [-1, 1] and back with this factor
-
-
-def write_wav(path, wave: np.ndarray, sample_rate: int) -> Path:
-    """Write float samples in [-1, 1], [channels, n] (or [n] for mono), as 16-bit PCM."""
-    path = Path(path)
-    channels = np.atleast_2d(np.asarray(wave, dtype=np.float64))
-    pcm = np.round(np.clip(channels, -1.0, 1.0) * _FULL_SCALE).astype("<i2")
-    with wavfile.open(str(path), "wb") as out:
-        out.setnchannels(channels.shape[0])
-        out.setsampwidth(2)
-        out.setframerate(int(sample_rate))
-        out.writeframes(pcm.T.tobytes())  # WAV interleaves the channels frame by frame
-    return path
 
 
 def read_wav(path) -> tuple[np.ndarray, int]:
@@ -43,7 +30,7 @@ def read_wav(path) -> tuple[np.ndarray, int]:
     if len(frames) % (2 * channels):
         raise DataError(f"{path}: truncated WAV data ({len(frames)} bytes for {channels} 16-bit channels)")
     pcm = np.frombuffer(frames, dtype="<i2")
-    return (pcm.reshape(-1, channels).T / _FULL_SCALE).astype(np.float32), rate
+    return (pcm.reshape(-1, channels).T / FULL_SCALE).astype(np.float32), rate
 
 
 @dataclass(frozen=True)

@@ -4,18 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..world.export import ESP_CAPTION_FIELDS
 from .coco import coco_images
 from .errors import DataError
 from .jsonfile import field, read_json
-
-# Microworld style name -> ESP field; ESP calls the social-media style 'sns'.
-ESP_CAPTION_FIELDS = {
-    "news": "caption_news",
-    "blog": "caption_blog",
-    "story": "caption_story",
-    "instruction": "caption_instruction",
-    "social": "caption_sns",
-}
 
 
 @dataclass(frozen=True)

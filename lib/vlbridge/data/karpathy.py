@@ -8,9 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from ..features import image_file_features
 from .errors import DataError
 from .images import image_file
 from .jsonfile import field, read_json
@@ -64,18 +61,3 @@ def load_karpathy(json_path, image_root=None, splits=KARPATHY_TRAIN) -> list[Kar
         image_path = None if image_root is None else image_file(Path(image_root) / folder, name, path, where)
         records.append(KarpathyRecord(cocoid, name, split, captions, image_path))
     return records
-
-
-def karpathy_features(records: list[KarpathyRecord], clip, image_input: str = "embedding",
-                      batch_size: int = 256) -> torch.Tensor:
-    """`vlbridge.features.image_features` of the records' images [N, feature_dim], opened and encoded
-    `batch_size` at a time (features.image_file_features)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not records:
-        raise DataError("karpathy_features got no records")
-    missing = [r.cocoid for r in records if r.image_path is None]
-    if missing:
-        raise DataError(f"{len(missing)} records have no image file (cocoid {missing[0]}, ...): pass image_root to "
-                        "load_karpathy")
-    return image_file_features(clip, [r.image_path for r in records], image_input, batch_size)

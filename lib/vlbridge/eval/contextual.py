@@ -37,11 +37,6 @@ def text_of(query: list) -> str:
     return " ".join(item for item in query if isinstance(item, str))
 
 
-def dialogue_text(dialogue, rounds: int) -> str:
-    """A dialogue's caption and its first `rounds` question/answer rounds, as the LM's corpus writes them."""
-    return " ".join([f"{dialogue.caption} ."] + [f"q : {q} a : {a}" for q, a in dialogue.rounds[:rounds]])
-
-
 def answer_candidates(dialogues, count: int, seed: int = 0) -> list[list[tuple[list[str], int]]]:
     """For every round of every dialogue: `count` candidate answers (VisDial gives 100), the true one
     among answers to questions of the same kind elsewhere, and the true one's index. Candidates are

@@ -6,7 +6,7 @@ styles differ in the words that wrap the object list ("breaking news :", "# pico
 a time"), never in the objects, so word and word-pair counts suffice, and a linear model over them
 is small, fast and deterministic. Classes: "plain" (world.caption) and the five world.STYLES.
 
-A captioner stops at its first '.', '!' or '#' (prefix.STOP), so its blog caption is "today i saw
+A captioner stops at its first '.', '!' or '#' (world.SENTENCE_ENDS), so its blog caption is "today i saw
 ... ." without " i loved it !": the classifier is trained on every caption both whole and so cut.
 Words never seen in training are ignored.
 """
@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import world
-from ..methods.prefix import STOP
 from ..repro import generator, numpy_rng
+from ..world.narrative import SENTENCE_ENDS as STOP
 from ..world.parser import tokens
 
 CLASSES = ("plain", *world.STYLES)

@@ -19,9 +19,11 @@ from torch import nn
 from .. import bridge as br
 from .. import checkpoint
 from ..bridge import Embeds, Text, Tokens
+from ..contracts import Backbones
+from ..world import SENTENCE_ENDS
 
 PLAIN_PROMPT = "there is"
-STOP = (".", "!", "#")  # every caption style of the microworld ends its first sentence with one of these
+STOP = SENTENCE_ENDS  # a caption is the first sentence the LM writes, in any style
 
 
 @dataclass
@@ -33,7 +35,9 @@ class PrefixConfig:
     max_new_tokens: int = 24  # three objects' phrases need about 24 tokens
 
 
-class PrefixCaptioner(nn.Module):
+class PrefixCaptioner(checkpoint.Trained, nn.Module):
+    config_class = PrefixConfig
+
     def __init__(self, lm, config: PrefixConfig):
         super().__init__()
         self.config, self.lm = config, lm  # the LM is frozen: a plain attribute, not a parameter
@@ -104,19 +108,10 @@ class PrefixCaptioner(nn.Module):
         mask = (torch.arange(shape[1], device=device)[None] < lengths[:, None]).float()
         return logp, states, mask
 
-    def trainable_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-    def save(self, folder) -> None:
-        """The mapper (safetensors) and a JSON config naming the encoder and the LM."""
-        checkpoint.save(folder, self, self.config, self._backbones(), checkpoint.backbone_dims(lm=self.lm))
-
-    def _backbones(self) -> dict:
-        return {"encoder": self.config.encoder, "lm": self.lm.name}
+    # ------------------------------------------------------------------ sharing (checkpoint.Trained)
+    def backbone_record(self) -> tuple[dict, dict]:
+        return {"encoder": self.config.encoder, "lm": self.lm.name}, checkpoint.backbone_dims(lm=self.lm)
 
     @classmethod
-    def load(cls, folder, lm) -> "PrefixCaptioner":
-        """A saved mapper on its LM; another LM than it was trained on is a CheckpointError."""
-        model = cls(lm, PrefixConfig(**checkpoint.read_meta(folder)["config"]))
-        checkpoint.load(folder, model, model._backbones(), checkpoint.backbone_dims(lm=lm))
-        return model.eval()
+    def from_config(cls, config: PrefixConfig, backbones: Backbones) -> "PrefixCaptioner":
+        return cls(backbones.lm, config)

@@ -15,13 +15,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.audio import write_wav
-from ..data.esp import ESP_CAPTION_FIELDS
 from .language import caption, styled_caption
 from .narrative import dialogue, story, vqa_item
 from .render import render
 from .scene import Scene, sample_scene, scene_rng
-from .sound import SAMPLE_RATE, render_sound
+from .sound import SAMPLE_RATE, render_sound, write_wav
 from .vocab import STYLES
 
 EXPORT_FORMATS = ("coco", "cc3m", "vist", "visdial", "vqax", "esp", "wav")
@@ -35,6 +33,15 @@ VQAX_ANSWERS = 10  # VQA-X has ten annotator answers per question; the microworl
 
 _INFO = {"description": "vlbridge microworld", "url": "", "version": "1.0", "year": 2025,
          "contributor": "vlbridge", "date_created": ""}
+
+# Microworld style name -> ESP field; ESP calls the social-media style 'sns'.
+ESP_CAPTION_FIELDS = {
+    "news": "caption_news",
+    "blog": "caption_blog",
+    "story": "caption_story",
+    "instruction": "caption_instruction",
+    "social": "caption_sns",
+}
 
 
 def image_name(seed: int) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .language import caption, count_phrase, join, object_phrase, reference
+from .parser import parse
 from .scene import Scene, WorldObject, random_object, sample_scene, scene_rng
 from .vocab import COLOUR_NAMES, NUMBER_WORDS, POSITIONS, SHAPES, SIZE_WORDS, position_phrase
 
@@ -192,7 +193,44 @@ def vqa_item(seed: int, kind: str | None = None) -> VQAItem:
     return VQAItem(seed, scene, q, a, r, kind)
 
 
+# ------------------------------------------------------------------ the text conventions of questions
+# One home for how the microworld writes questions, answers and rationales: the LM's corpus, the
+# methods' prompts, the critics and the metrics all read and write them through these.
+SENTENCE_ENDS = (".", "!", "#")  # every caption style ends its first sentence with one of these
+
+
+def qa_turn(question: str, answer: str | None = None) -> str:
+    """One question/answer round: 'q : <question> a : <answer>' (the answer left open if None)."""
+    text = f"q : {question} a :"
+    return text if answer is None else f"{text} {answer}"
+
+
+def dialogue_text(talk: Dialogue, rounds: int) -> str:
+    """A dialogue's caption and its first `rounds` question/answer rounds, as the LM's corpus writes them."""
+    return " ".join([f"{talk.caption} ."] + [qa_turn(q, a) for q, a in talk.rounds[:rounds]])
+
+
 def vqa_prompt(question: str, answer: str | None = None) -> str:
     """The ILLUME prompt shape: 'q : ... a : <answer> because' (the rationale follows)."""
-    text = f"q : {question} a :"
-    return text if answer is None else f"{text} {answer} because"
+    return qa_turn(question) if answer is None else f"{qa_turn(question, answer)} because"
+
+
+def explained(answer: str, rationale: str) -> str:
+    """An answer and its rationale as the model writes them: '<answer> because <rationale> .'."""
+    return f"{answer} because {rationale} ."
+
+
+def split_answer(text: str) -> tuple[str, str | None]:
+    """'red because the circle ... is red .' -> ('red', 'the circle ... is red')."""
+    answer, sep, rationale = text.partition(" because ")
+    return answer.strip(), (rationale.replace(" .", "").strip() if sep else None)
+
+
+def rationale_true(rationale: str | None, scene: Scene) -> bool:
+    """True if the rationale makes at least one claim and every claim is true of the scene."""
+    if not rationale:
+        return False
+    claims = parse(rationale).claims
+    if not claims:
+        return False
+    return all(any(c.matches(o) for o in scene.objects) != c.negated for c in claims)

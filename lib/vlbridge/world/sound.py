@@ -4,6 +4,9 @@ Colour is silent, so a listener (or an audio encoder) cannot know it.
 """
 from __future__ import annotations
 
+import wave as wavfile
+from pathlib import Path
+
 import numpy as np
 
 from .scene import Scene
@@ -50,3 +53,19 @@ def log_mel(wave: np.ndarray, sample_rate: int = SAMPLE_RATE, n_mels: int = 40,
                     power=2.0, mel_filters=filters, log_mel="log10", mel_floor=1e-6)
         for ch in channels
     ]).astype(np.float32)
+
+
+FULL_SCALE = 32767  # int16 full scale; samples map to [-1, 1] and back with this factor
+
+
+def write_wav(path, wave: np.ndarray, sample_rate: int) -> Path:
+    """Write float samples in [-1, 1], [channels, n] (or [n] for mono), as 16-bit PCM."""
+    path = Path(path)
+    channels = np.atleast_2d(np.asarray(wave, dtype=np.float64))
+    pcm = np.round(np.clip(channels, -1.0, 1.0) * FULL_SCALE).astype("<i2")
+    with wavfile.open(str(path), "wb") as out:
+        out.setnchannels(channels.shape[0])
+        out.setsampwidth(2)
+        out.setframerate(int(sample_rate))
+        out.writeframes(pcm.T.tobytes())  # WAV interleaves the channels frame by frame
+    return path

@@ -13,9 +13,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import config, kernel_environment
-from .paths import atomic_write_json, replace_path, repo_root
-from .repro import progress_enabled
+from .. import kernel_environment
+from ..paths import atomic_write_json, replace_path, repo_root
+from ..repro import progress_enabled
+from . import config
 
 # Recorded in run.json: at least every package constraints/cpu-reference.txt pins (a test checks it).
 VERSIONED_PACKAGES = ("vlbridge", "torch", "torchvision", "transformers", "tokenizers", "open_clip_torch",

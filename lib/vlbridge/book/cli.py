@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
                    description="Copy results/default/scoreboard.md (written by chapter 6) into README.md, "
                                "between its scoreboard markers; a test keeps the two equal.")
 
-    from .world.export import EXPORT_FORMATS
+    from ..world.export import EXPORT_FORMATS
 
     export = sub.add_parser("export", help="write microworld scenes in a standard dataset format",
                             description="Write microworld scenes with seeds [start, start+count) as "
@@ -116,7 +116,7 @@ def _readme(args) -> int:
 
 
 def _export(args) -> int:
-    from .world.export import EXPORT_FORMATS, export
+    from ..world.export import EXPORT_FORMATS, export
 
     for fmt in EXPORT_FORMATS if args.format == "all" else [args.format]:
         written = export(fmt, args.out / fmt if args.format == "all" else args.out,
@@ -126,10 +126,10 @@ def _export(args) -> int:
 
 
 def main(argv=None) -> int:
-    from .backbones.lm import BackboneNotFoundError
+    from ..backbones.lm import BackboneNotFoundError
+    from ..data import DataError
+    from ..paths import ProjectNotFoundError
     from .config import ConfigError
-    from .data import DataError
-    from .paths import ProjectNotFoundError
     from .readme import ReadmeError
     from .runner import RunError
 

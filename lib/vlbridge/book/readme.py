@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .paths import atomic_write_text, repo_root
+from ..paths import atomic_write_text, repo_root
 
 START = "<!-- scoreboard: copied from results/default/scoreboard.md by `vlbridge readme`; do not edit here -->"
 END = "<!-- /scoreboard -->"

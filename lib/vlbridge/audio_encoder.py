@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint, world
+from .contracts import Backbones
 from .repro import generator
 from .training import adamw, train_loop
 
@@ -62,7 +63,7 @@ def sound_features(scenes) -> torch.Tensor:
     return torch.from_numpy(mels[rows]).reshape(len(scenes), waves.shape[1], *mels.shape[1:])
 
 
-class AudioEncoder(nn.Module):
+class AudioEncoder(checkpoint.Trained, nn.Module):
     """Stereo log-mels [N, 2, n_mels, frames] -> L2-normalised embeddings [N, clip_dim].
 
     A 1-D CNN over time whose input channels are the mel bins of both ears (2 x n_mels): a tone's pitch
@@ -71,8 +72,9 @@ class AudioEncoder(nn.Module):
     flattened, so an MLP head sees *when* each feature happened."""
 
     def __init__(self, clip_dim: int, n_mels: int = N_MELS, width: int = 64, time_bins: int = 9,
-                 hidden: int = 256, kernel: int = 5, stride: int = 2):
+                 hidden: int = 256, kernel: int = 5, stride: int = 2, clip_name: str = ""):
         super().__init__()
+        self.clip_name = clip_name  # the CLIP whose image space it is aligned to (its checkpoint records it)
         if clip_dim < 1 or n_mels < 1 or width < 1 or time_bins < 1 or hidden < 1:
             raise ValueError(f"AudioEncoder sizes must be positive, got clip_dim={clip_dim}, n_mels={n_mels}, "
                              f"width={width}, time_bins={time_bins}, hidden={hidden}")
@@ -110,16 +112,20 @@ class AudioEncoder(nn.Module):
         x = self.pool(self.conv(x)).flatten(1)
         return F.normalize(self.head(x), dim=-1)
 
-    def save(self, folder, clip_name: str) -> None:
-        """The weights (safetensors) and a JSON config naming the CLIP whose image space it was aligned to."""
-        checkpoint.save(folder, self, self.sizes, {"clip": clip_name}, {"clip_embed_dim": self.clip_dim})
+    # ------------------------------------------------------------------ sharing (checkpoint.Trained)
+    @property
+    def config(self) -> dict:
+        return self.sizes
+
+    def backbone_record(self) -> tuple[dict, dict]:
+        if not self.clip_name:
+            raise ValueError("this AudioEncoder does not know the CLIP it was aligned to: set clip_name")
+        return {"clip": self.clip_name}, {"clip_embed_dim": self.clip_dim}
 
     @classmethod
-    def load(cls, folder, clip) -> "AudioEncoder":
-        """A saved encoder, for the CLIP it was aligned to (another is a CheckpointError)."""
-        encoder = cls(**checkpoint.read_meta(folder)["config"])
-        checkpoint.load(folder, encoder, {"clip": clip.name}, checkpoint.backbone_dims(clip=clip))
-        return encoder.to(clip.device).eval()
+    def from_config(cls, config: dict, backbones: Backbones) -> "AudioEncoder":
+        """Built for the CLIP it was aligned to, where that CLIP runs."""
+        return cls(**config, clip_name=backbones.clip.name).to(backbones.clip.device)
 
 
 def _as_features(scenes_or_features) -> torch.Tensor:
@@ -175,9 +181,10 @@ def train_audio_encoder(clip, scenes, steps: int, batch_size: int = 128, lr: flo
     if encoder is None:
         with torch.random.fork_rng(devices=[]):  # seeded weights, without moving the caller's global stream
             torch.manual_seed(seed)
-            encoder = AudioEncoder(clip.embed_dim).to(clip.device)  # trained where CLIP runs
+            encoder = AudioEncoder(clip.embed_dim, clip_name=clip.name).to(clip.device)  # trained where CLIP runs
     elif encoder.clip_dim != clip.embed_dim:
         raise ValueError(f"the encoder outputs {encoder.clip_dim} dims but {clip.name} embeds in {clip.embed_dim}")
+    encoder.clip_name = encoder.clip_name or clip.name
     device = next(encoder.parameters()).device
     features, targets = features.to(device), targets.to(device)
     batch_size = min(batch_size, len(scenes))

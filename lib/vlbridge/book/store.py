@@ -18,9 +18,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..backbones.cache import code_fingerprint
+from ..paths import atomic_write_json, cache_root, replace_path
 from . import config
-from .backbones.cache import code_fingerprint
-from .paths import atomic_write_json, cache_root, replace_path
 
 RECORD = "record.json"
 

@@ -36,10 +36,8 @@ def fit_supervised(captioner: PrefixCaptioner, features: torch.Tensor, caption_f
     def loss_fn(step: int) -> torch.Tensor:
         idx = torch.randint(len(features), (config.batch_size,), generator=order)
         contexts = captioner.contexts(features[idx], [config.prompt] * len(idx))
-        batch = br.assemble(captioner.lm, [[*c, Text(caption_fn(i, step), learn=True)]
-                                           for c, i in zip(contexts, idx.tolist())])
-        _, logits = br.forward(captioner.lm, batch)
-        return br.next_token_loss(logits, batch.targets)
+        return br.teacher_forced_loss(captioner.lm, [[*c, Text(caption_fn(i, step), learn=True)]
+                                                     for c, i in zip(contexts, idx.tolist())])
 
     optimizer = adamw(captioner.parameters(), config.lr, config.weight_decay)
     return train_loop(captioner, optimizer, config.steps, config.warmup_steps, loss_fn, "ClipCap")

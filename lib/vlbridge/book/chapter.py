@@ -6,8 +6,8 @@ import io
 import math
 from pathlib import Path
 
-from . import repro
-from .paths import atomic_write_bytes, atomic_write_json, chapter_dir
+from .. import repro
+from ..paths import atomic_write_bytes, atomic_write_json, chapter_dir
 
 
 class Chapter:

@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..repro import generator, progress_enabled
-from ..training import adamw, warmup_cosine
+from ..training import adamw, optimizer_step, set_schedule, warmup_cosine
 from .prefix import PLAIN_PROMPT, PrefixCaptioner
 
 ALGORITHMS = ("ppo", "grpo")
@@ -229,20 +229,13 @@ class Esper(nn.Module):
                 raise FloatingPointError(f"ESPER step {step}: the reward is not finite for {bad} of {len(idx)} "
                                          f"captions; training stopped, the model is {kept}")
             self.train()
-            for group, lr in zip(optimizer.param_groups, base):
-                group["lr"] = lr * warmup_cosine(step, cfg.steps, cfg.warmup_steps)
+            set_schedule(optimizer, base, warmup_cosine(step, cfg.steps, cfg.warmup_steps))
             losses = {}
             for _ in range(cfg.epochs):
                 order = torch.randperm(len(idx), generator=rng, device=device)
                 for rows in order.chunk(cfg.minibatches):
                     losses = self.update(roll, features[idx], prompts, rows)
-                    if not torch.isfinite(losses["total"]):
-                        raise FloatingPointError(f"ESPER step {step}: the loss became {losses['total'].item()}; "
-                                                 "training stopped; lower the learning rate")
-                    optimizer.zero_grad(set_to_none=True)
-                    losses["total"].backward()
-                    torch.nn.utils.clip_grad_norm_(params, 1.0)
-                    optimizer.step()
+                    optimizer_step(optimizer, losses["total"], [params], 1.0, f"ESPER step {step}")
             entry = {"reward": roll["reward"].mean(), "kl": roll["kl"].mean(),
                      "length": roll["mask"].sum(1).mean(), **{k: v.detach() for k, v in losses.items()}}
             for name, value in entry.items():

@@ -24,12 +24,12 @@ import torch
 from .. import bridge as br
 from .. import checkpoint
 from ..bridge import Text
+from ..contracts import Backbones
 from ..critics import LoggingCritic
-from ..probes import split_answer
 from ..repro import generator
 from ..training import adamw, train_loop
-from ..world import vqa_prompt
-from .grounding import Fromage
+from ..world import explained, split_answer, vqa_prompt
+from .fromage import Fromage
 
 STOP = (".",)  # a rationale is one sentence
 LORA = "lora"  # the subfolder of a saved tuned model holding its LoRA adapters
@@ -87,15 +87,15 @@ def save_tuned(model, folder, config: FeedbackConfig) -> None:
                         {"lm": model.lm.name})
 
 
-def load_tuned(folder, clip, lm):
-    """A model saved by save_tuned, on the backbones it was trained on (the shared `lm` stays as it is:
+def load_tuned(folder, backbones: Backbones):
+    """A model saved by save_tuned, on the backbones it was trained on (the shared LM stays as it is:
     adapters, if any, go on a copy)."""
-    model = Fromage.load(folder, clip, lm)
+    model = Fromage.load(folder, backbones)
     if not (Path(folder) / LORA).is_dir():
         return model
     lora = checkpoint.read_meta(Path(folder) / LORA)["config"]
     tuned = tunable_copy(model, FeedbackConfig(lora_rank=lora["lora_rank"], lora_targets=tuple(lora["lora_targets"])))
-    checkpoint.load(Path(folder) / LORA, tuned.lm.model, {"lm": lm.name})
+    checkpoint.load(Path(folder) / LORA, tuned.lm.model, {"lm": backbones.lm.name})
     return tuned.eval()
 
 
@@ -171,12 +171,10 @@ def tune(model, features: torch.Tensor, items: list, rationales: list[Example], 
     def loss_fn(step: int) -> torch.Tensor:
         chosen = draw(rationales, n_rationale) + draw(answers, config.batch_size - n_rationale)
         rows = [e.index for e in chosen]
-        sequences = [[*prompt, Text(e.answer if e.rationale is None else f"{e.answer} because {e.rationale} .",
+        sequences = [[*prompt, Text(e.answer if e.rationale is None else explained(e.answer, e.rationale),
                                     learn=True)]
                      for prompt, e in zip(_prompts(model, features[rows], [items[i] for i in rows]), chosen)]
-        batch = br.assemble(model.lm, sequences)
-        _, logits = br.forward(model.lm, batch)
-        return br.next_token_loss(logits, batch.targets)
+        return br.teacher_forced_loss(model.lm, sequences)
 
     optimizer = adamw(trainable(model), config.lr, config.weight_decay)
     return train_loop(model.image_to_lm, optimizer, steps, config.warmup_steps, loss_fn, name)

@@ -30,6 +30,7 @@ from torch import nn
 from .. import bridge as br
 from .. import checkpoint
 from ..bridge import Embeds, Text
+from ..contracts import Backbones
 from ..features import check_image_input, feature_dim, image_features
 from ..repro import generator
 from ..training import adamw, train_loop
@@ -54,7 +55,9 @@ class FromageConfig:
     seed: int = 0
 
 
-class Fromage(nn.Module):
+class Fromage(checkpoint.Trained, nn.Module):
+    config_class = FromageConfig
+
     def __init__(self, clip, lm, config: FromageConfig):
         super().__init__()
         check_image_input(config.image_input)
@@ -290,22 +293,10 @@ class Fromage(nn.Module):
             pieces = [next(chosen) if p is None else p for p in pieces]
         return pieces
 
-    def trainable_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-    # ------------------------------------------------------------------ sharing
-    def _backbones(self) -> tuple[dict, dict]:
+    # ------------------------------------------------------------------ sharing (checkpoint.Trained)
+    def backbone_record(self) -> tuple[dict, dict]:
         return {"clip": self.clip.name, "lm": self.lm.name}, checkpoint.backbone_dims(self.clip, self.lm)
 
-    def save(self, folder) -> None:
-        """The trained parts (safetensors) and a JSON config naming the backbones."""
-        names, dims = self._backbones()
-        checkpoint.save(folder, self, self.config, names, dims)
-
     @classmethod
-    def load(cls, folder, clip, lm) -> "Fromage":
-        """A saved bridge on its backbones; other backbones than it was trained on are a CheckpointError."""
-        model = cls(clip, lm, FromageConfig(**checkpoint.read_meta(folder)["config"]))
-        names, dims = model._backbones()
-        checkpoint.load(folder, model, names, dims)
-        return model.eval()
+    def from_config(cls, config: FromageConfig, backbones: Backbones) -> "Fromage":
+        return cls(backbones.clip, backbones.lm, config)

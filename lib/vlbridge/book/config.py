@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from .paths import repo_root
+from ..paths import repo_root
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
 _CHAPTER_FILE = re.compile(r"^(\d\d)_([a-z0-9_]+)\.py$")
