@@ -31,7 +31,7 @@ smoke: install  ## the whole book in seconds, into results/smoke/
 
 gpu:  ## the whole book on the gpu profile into results/gpu/, with GPU_PYTHON (no .venv)
 	$(GPU_PYTHON) -c 'import torch; assert torch.cuda.is_available(), f"make gpu needs a CUDA torch, found torch {torch.__version__} without a GPU"'
-	$(GPU_PYTHON) -m vlbridge.book.cli run $(GPU_CHAPTERS) --profile gpu $(GPU_ARGS)
+	$(GPU_PYTHON) -m vlbridge run $(GPU_CHAPTERS) --profile gpu $(GPU_ARGS)
 
 test: install  ## unit tests, then nbval on the committed smoke and default results
 	$(BIN)/python -m pytest tests results/smoke results/default $(NBVAL)

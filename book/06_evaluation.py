@@ -48,7 +48,6 @@ from vlbridge.eval.scoreboard import Scoreboard
 from vlbridge.eval.style import default_style_classifier
 from vlbridge.features import image_features
 from vlbridge.methods import illume, saved_models
-from vlbridge.methods.prefix import PLAIN_PROMPT
 from vlbridge.paths import results_root
 from vlbridge.plots import side_by_side
 from vlbridge.probes import generate
@@ -123,10 +122,8 @@ print(f"{test_scenes} test scenes, 5 reference captions each; {test_items} test 
 
 # %%
 floor = [f"there is {c.strip()}" for c in generate(lm, ["there is"] * test_scenes, 40, sample=True, seed=seed)]
-captions = {"no image (the LM alone)": floor, "FROMAGe": fromage.caption(fromage_features)}
-captions |= {label: [f"{PLAIN_PROMPT} {c}" for c in mappers[name].caption(mapper_features)]
-             for label, name in (("ClipCap (supervised)", "clipcap"), ("ESPER, PPO", "esper_ppo"),
-                                 ("ESPER, GRPO", "esper_grpo"))}
+captions = {"no image (the LM alone)": floor}
+captions |= {s.label: s.caption(loaded[s.name], images, clip) for _, s in trained if s.caption}  # every captioner
 skip_meteor = meteor_unavailable()
 captioning = {}
 for method, caps in captions.items():
@@ -255,14 +252,8 @@ def trainable(*modules) -> int:
     return sum(p.numel() for m in modules for p in m.parameters() if p.requires_grad)
 
 
-models = {"FROMAGe": ("fromage", trainable(fromage)),
-          "ClipCap (supervised)": ("clipcap", trainable(mappers["clipcap"])),
-          "ESPER, PPO": ("esper_ppo", trainable(mappers["esper_ppo"])),
-          "ESPER, GRPO": ("esper_grpo", trainable(mappers["esper_grpo"])),
-          "ESPER-Style": ("esper_style", trainable(mappers["esper_style"])),
-          "ESPER from the sound": ("esper_audio", trainable(mappers["esper_audio"], audio_encoder)),
-          "ILLUME loop": ("illume", trainable(tuned["illume"])),
-          "SFT, all written rationales": ("sft", trainable(tuned["sft"]))}
+models = {s.label: (s.name, trainable(loaded[s.name], *(loaded[part] for part in s.counted_with)))
+          for _, s in trained if s.in_cost}
 cost = {label: {"trainable": count, "frozen_fraction": frozen / (frozen + count),
                 "captioned_images": records[name]["captioned_images"],
                 "judged_items": records[name].get("judged_items", 0),

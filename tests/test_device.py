@@ -5,12 +5,11 @@ CPU book's."""
 import json
 from pathlib import Path
 
-import jupytext
-import matplotlib.pyplot as plt
 import pytest
 import torch
 
 from device_guard import VIRTUAL, DeviceSlip, virtual_device
+from inprocess import run_cells, torch_settings
 from vlbridge.audio_encoder import AudioEncoder
 from vlbridge.backbones import FrozenCLIP, FrozenLM
 from vlbridge.book import config
@@ -61,20 +60,6 @@ def test_the_guard_allows_what_cuda_allows_and_tracks_where_tensors_are():
 
 
 # ---------------------------------------------------------------------------- the book on a device
-def _run_cells(chapter: str, params: dict) -> dict:
-    """Execute a chapter's code cells in this process, the parameters cell followed by `params` (as
-    papermill injects them); returns the chapter's globals."""
-    namespace = {"__name__": "__main__"}
-    for index, cell in enumerate(jupytext.read(config.chapter_path(chapter)).cells):
-        if cell.cell_type != "code":
-            continue
-        exec(compile(cell.source, f"{chapter}, cell {index}", "exec"), namespace)
-        if "parameters" in cell.metadata.get("tags", []):
-            namespace.update(params)
-    plt.close("all")
-    return namespace
-
-
 def _placed(namespace: dict):
     """(name, module) of every backbone and trained model a chapter holds, in dicts too."""
     for name, value in namespace.items():
@@ -99,22 +84,19 @@ def book_on_device(tmp_path_factory):
     pretrained there too: their cache entry is keyed by the device). Per chapter: the error it
     raised, or what it left on the CPU; after a failure the rest do not run."""
     results = tmp_path_factory.mktemp("results")
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     outcome = {}
-    with pytest.MonkeyPatch.context() as patch, virtual_device() as guard:
+    with torch_settings(), pytest.MonkeyPatch.context() as patch, virtual_device() as guard:
         patch.setenv("VLBRIDGE_RESULTS", str(results))
         for chapter in CHAPTERS:
             params = config.merged_parameters(chapter, "smoke", [f"device={VIRTUAL.type}"])
             try:
-                namespace = _run_cells(chapter, params)
+                namespace = run_cells(chapter, params)
             except Exception as error:  # noqa: BLE001 - reported by the chapter's test
                 outcome[chapter] = {"error": error}
                 break
             on_cpu = [f"{label}: {name}" for label, module in _placed(namespace)
                       for name, p in module.named_parameters() if not guard.on_device(p)]
             outcome[chapter] = {"error": None, "on_cpu": on_cpu, "placed": len(list(_placed(namespace)))}
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
     return outcome, results
 
 

@@ -23,7 +23,7 @@ failures=0
 exec > >(tee -a "$out/acceptance.log") 2>&1
 
 note() { echo "$(date -u +%H:%M:%S) $*" | tee -a "$out/summary.txt"; }
-vlbridge() { "$PY" -m vlbridge.book.cli "$@"; }
+vlbridge() { "$PY" -m vlbridge "$@"; }
 
 if command -v nvidia-smi >/dev/null; then
   nvidia-smi dmon -s u -d 5 > "$out/dmon.log" 2>&1 &   # is the GPU busy? (SM % every 5 s)
