@@ -149,8 +149,8 @@ class _Guard(TorchFunctionMode):
             return
         if func in _INDEXING:
             # A tensor on the device takes CPU indices and copies from the CPU; a CPU tensor takes no
-            # device indices; index_put's values must be where the tensor is.
-            # A CPU tensor takes a device value through a plain slice (a copy), not through tensor indices.
+            # device indices, and a device value only through a plain slice (a copy); index_put's values
+            # must be where the tensor is.
             if func is torch.Tensor.__setitem__ and not self.on_device(args[0]):
                 index = [t for t in pytree.tree_leaves(args[1]) if isinstance(t, torch.Tensor)]
                 tensors = [args[0], *index] + ([args[2]] if index and isinstance(args[2], torch.Tensor) else [])
