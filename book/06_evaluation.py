@@ -48,7 +48,6 @@ from vlbridge.eval.scoreboard import Scoreboard
 from vlbridge.eval.style import default_style_classifier
 from vlbridge.features import image_features
 from vlbridge.methods import illume, saved_models
-from vlbridge.paths import results_root
 from vlbridge.plots import side_by_side
 from vlbridge.probes import generate
 
@@ -326,7 +325,7 @@ ch.record(paper_comparison=reported,
 # front page shows the default profile's.
 
 # %%
-paths = board.write(results_root() / profile)
+paths = board.write(ch.dir.parent)  # results/<profile>/, beside the chapters' folders
 print("wrote " + " and ".join(p.name for p in paths))
 
 # %% [markdown]

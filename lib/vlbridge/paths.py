@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -48,8 +49,29 @@ def cache_root() -> Path:
     return Path(base) / "vlbridge"
 
 
+PROFILE_FILE_SUFFIXES = (".yaml", ".yml")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+class ProfileNameError(ValueError):
+    """A profile that is neither a name nor a .yaml file: it would become a path outside results/."""
+
+
+def profile_folder(profile: str) -> str:
+    """The folder name a profile's results are filed under: the profile's name, or a custom profile
+    file's stem. Anything else (a path, '..', an empty name) is a ProfileNameError: results, staging
+    and failed runs are all placed (and removed) by this name."""
+    is_file = profile.endswith(PROFILE_FILE_SUFFIXES)
+    name = Path(profile).stem if is_file else profile
+    if not _NAME.fullmatch(name) or set(name) == {"."}:
+        raise ProfileNameError(
+            f"profile {profile!r} is not a profile name (letters, digits, '_', '-', '.'; no '/'), nor a path to a "
+            f"profile file ending in {' or '.join(PROFILE_FILE_SUFFIXES)} whose name is one")
+    return name
+
+
 def chapter_dir(profile: str, chapter: str) -> Path:
-    path = results_root() / profile / chapter
+    path = results_root() / profile_folder(profile) / chapter
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -8,7 +8,7 @@ from pathlib import Path
 EPILOG = """examples:
   vlbridge list                                   chapters and profiles
   vlbridge run all --profile default              the whole book into results/default/
-  vlbridge run 02 --profile smoke --set seed=1    one chapter, one parameter changed
+  vlbridge run 02 --profile smoke --set seed=1    one chapter, one parameter changed (into results/scratch/)
   vlbridge params backbones --profile default     the merged parameters a run would get
   vlbridge export coco --out /tmp/mw --count 100  microworld scenes as COCO captions + PNGs
   vlbridge readme                                 copy results/default/scoreboard.md into README.md
@@ -43,10 +43,15 @@ def _parser() -> argparse.ArgumentParser:
                                      "A failed run leaves the previous results untouched.")
     run.add_argument("chapters", nargs="+", metavar="CHAPTER",
                      help="'all', or chapters by number or name: 02, backbones, 02_backbones")
-    run.add_argument("--profile", "-p", default="default", help="a params/<profile>.yaml (default: default)")
+    run.add_argument("--profile", "-p", default="default",
+                     help="a profile name, params/<name>.yaml (default: default), or a custom profile's file path "
+                          "(my.yaml: results go under results/my/)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override one parameter (value read as YAML); repeatable")
     run.add_argument("--out", type=Path, default=None, help="results root instead of <repo>/results")
+    run.add_argument("--publish", action="store_true",
+                     help="with --set: write into results/<profile>/ anyway (default: results/scratch/<profile>/, "
+                          "so an experiment does not replace the published book)")
     progress = run.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None,
                           help="show per-cell progress (default: only at a terminal, never under CI)")
@@ -80,9 +85,11 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args) -> int:
     from .runner import run_chapters
 
-    paths = run_chapters(args.chapters, args.profile, args.overrides, args.out, args.progress)
+    paths = run_chapters(args.chapters, args.profile, args.overrides, args.out, args.progress, args.publish)
     for path in paths:
         print(f"wrote {path}")
+    if args.overrides and not (args.out or args.publish):
+        print("(a run with --set goes to results/scratch/, not over the published results; --publish puts it there)")
     return 0
 
 

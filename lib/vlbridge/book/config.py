@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from ..paths import repo_root
+from ..paths import PROFILE_FILE_SUFFIXES, ProfileNameError, profile_folder, repo_root
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
 _CHAPTER_FILE = re.compile(r"^(\d\d)_([a-z0-9_]+)\.py$")
@@ -118,9 +118,20 @@ def profiles() -> list[str]:
 
 
 def profile_path(profile: str) -> Path:
+    """params/<profile>.yaml, or a custom profile given by its file path (its results go under its stem)."""
+    try:
+        profile_folder(profile)
+    except ProfileNameError as e:
+        raise ConfigError(f"{e}; profiles are: {', '.join(profiles())}") from None
+    if profile.endswith(PROFILE_FILE_SUFFIXES):
+        path = Path(profile).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"profile file {path} does not exist")
+        return path
     path = params_dir() / f"{profile}.yaml"
     if not path.is_file():
-        raise ConfigError(f"unknown profile {profile!r}; profiles are: {', '.join(profiles())} (in {params_dir()})")
+        raise ConfigError(f"unknown profile {profile!r}; profiles are: {', '.join(profiles())} (in {params_dir()}), "
+                          "or give a custom profile by its file path (my-profile.yaml)")
     return path
 
 

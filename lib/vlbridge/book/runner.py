@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .. import kernel_environment
-from ..paths import atomic_write_json, replace_path, repo_root
+from ..paths import atomic_write_json, profile_folder, replace_path, repo_root
 from ..repro import progress_enabled
 from . import config
 
@@ -22,6 +22,9 @@ from . import config
 VERSIONED_PACKAGES = ("vlbridge", "torch", "torchvision", "transformers", "tokenizers", "open_clip_torch",
                       "numpy", "safetensors", "peft", "pillow", "pycocoevalcap", "matplotlib",
                       "papermill", "jupytext", "nbval", "playwright")
+
+
+SCRATCH = "scratch"  # results/scratch/: runs with --set that were not asked to publish
 
 
 class RunError(RuntimeError):
@@ -101,21 +104,32 @@ def _failed_cell(error, notebook_path: Path) -> str:
     return f"execution count {getattr(error, 'exec_count', '?')}"
 
 
+def results_for(overrides=(), out_root: Path | None = None, publish: bool = False) -> Path:
+    """Where a run's results go: `out_root` if given; else results/, the published book, unless the
+    run changes parameters with --set and was not asked to publish: then results/scratch/, so that an
+    experiment never replaces what the book shows (and chapter 6 scores)."""
+    if out_root:
+        return Path(out_root)
+    published = repo_root() / "results"
+    return published / SCRATCH if overrides and not publish else published
+
+
 def run_chapter(chapter: str, profile: str, overrides=(), out_root: Path | None = None,
-                show_progress: bool | None = None) -> Path:
-    """Execute one chapter; returns the path of its notebook in `out_root`/<profile>/ (default results/)."""
+                show_progress: bool | None = None, publish: bool = False) -> Path:
+    """Execute one chapter; returns the path of its notebook in results_for(...)/<profile>/."""
     import jupytext
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     chapter = config.resolve_chapter(chapter)
-    params = config.merged_parameters(chapter, profile, overrides)
-    out_root = Path(out_root) if out_root else repo_root() / "results"
-    final_dir = out_root / profile
+    params = config.merged_parameters(chapter, profile, overrides)  # checks the profile name, too
+    folder = profile_folder(profile)
+    out_root = results_for(overrides, out_root, publish)
+    final_dir = out_root / folder
     final_dir.mkdir(parents=True, exist_ok=True)
-    staging = out_root / f".staging-{profile}-{chapter}-{os.getpid()}"
+    staging = out_root / f".staging-{folder}-{chapter}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    staged_notebook = staging / profile / f"{chapter}.ipynb"
+    staged_notebook = staging / folder / f"{chapter}.ipynb"
     staged_notebook.parent.mkdir(parents=True)
     show = progress_enabled() and sys.stderr.isatty() if show_progress is None else show_progress
 
@@ -131,10 +145,10 @@ def run_chapter(chapter: str, profile: str, overrides=(), out_root: Path | None 
                 extra_arguments=["--IPKernelApp.log_level=ERROR"],
             )
     except PapermillExecutionError as e:
-        failed = out_root / f".failed-{profile}-{chapter}"
+        failed = out_root / f".failed-{folder}-{chapter}"
         shutil.rmtree(failed, ignore_errors=True)
         os.replace(staging, failed)
-        failed_notebook = failed / profile / staged_notebook.name
+        failed_notebook = failed / folder / staged_notebook.name
         raise RunError(
             f"chapter {chapter} (profile {profile}) failed in {_failed_cell(e, failed_notebook)}: "
             f"{e.ename}: {e.evalue}\nthe previous results in {final_dir} are unchanged; "
@@ -143,7 +157,7 @@ def run_chapter(chapter: str, profile: str, overrides=(), out_root: Path | None 
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    outputs = staging / profile / chapter
+    outputs = staging / folder / chapter
     outputs.mkdir(exist_ok=True)
     atomic_write_json(outputs / "run.json", run_record(chapter, profile, params, started, time.time() - started))
     replace_path(outputs, final_dir / chapter)
@@ -156,7 +170,7 @@ def run_chapter(chapter: str, profile: str, overrides=(), out_root: Path | None 
 
 
 def run_chapters(names: list[str], profile: str, overrides=(), out_root: Path | None = None,
-                 show_progress: bool | None = None) -> list[Path]:
+                 show_progress: bool | None = None, publish: bool = False) -> list[Path]:
     """Run chapters in order ('all' = the whole book); validates all of them before running any."""
     selected = config.chapters() if names == ["all"] else [config.resolve_chapter(n) for n in names]
     wanted = config.parse_overrides(overrides)
@@ -169,4 +183,4 @@ def run_chapters(names: list[str], profile: str, overrides=(), out_root: Path | 
     per_chapter = {c: [o for o in overrides if o.partition("=")[0].strip() in declared[c]] for c in selected}
     for chapter in selected:
         config.merged_parameters(chapter, profile, per_chapter[chapter])
-    return [run_chapter(c, profile, per_chapter[c], out_root, show_progress) for c in selected]
+    return [run_chapter(c, profile, per_chapter[c], out_root, show_progress, publish) for c in selected]
