@@ -55,3 +55,38 @@ def test_a_run_with_overrides_goes_to_scratch_and_leaves_the_published_results(p
     result = vlbridge("run", "01", "-p", "smoke", "--set", "stats_scenes=50", "--publish")
     assert result.returncode == 0, result.stderr
     assert (published / "01_microworld.ipynb").is_file()
+
+
+# ---------------------------------------------------------------------------- damaged cache entries
+def test_a_damaged_stand_in_is_built_again_with_a_warning_that_names_it(tmp_path, monkeypatch):
+    from vlbridge.backbones.cache import MANIFEST, build_cached, damage
+
+    monkeypatch.setenv("VLBRIDGE_CACHE", str(tmp_path))
+    builds = []
+
+    def build(folder):
+        builds.append(folder)
+        (folder / "weights.bin").write_bytes(b"\x01" * 64)
+
+    entry = build_cached("toy", {"size": 1}, build)
+    assert damage(entry) == "" and len(builds) == 1
+    assert build_cached("toy", {"size": 1}, build) == entry and len(builds) == 1  # whole: loaded, not built
+    (entry / "weights.bin").write_bytes(b"\x01" * 10)  # truncated
+    assert damage(entry) == "weights.bin differ from what was built"
+    with pytest.warns(UserWarning, match=r"cached toy at .* is damaged \(weights.bin differ"):
+        assert build_cached("toy", {"size": 1}, build) == entry
+    assert len(builds) == 2 and damage(entry) == "" and (entry / "weights.bin").stat().st_size == 64
+    (entry / MANIFEST).unlink()  # an interrupted copy of the cache
+    assert "manifest.json is missing" in damage(entry)
+
+
+def test_a_damaged_store_record_says_which_folder_to_delete(tmp_path, monkeypatch):
+    from vlbridge.book import config, store
+
+    monkeypatch.setenv("VLBRIDGE_CACHE", str(tmp_path))
+    params = config.merged_parameters("03_grounding", "smoke")
+    folder = store.save_trained("03_grounding", "fromage", params, lambda f: (f / "bridge.json").write_text("{}"))
+    assert store.trained("03_grounding", "fromage", "smoke") == folder
+    (folder / store.RECORD).write_text('{"chapter": "03_gro')  # truncated
+    with pytest.raises(store.NotTrainedError, match=f"record.json is damaged .*: delete {folder} and run the chapter"):
+        store.trained("03_grounding", "fromage", "smoke")

@@ -7,6 +7,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 
 from ..paths import cache_root, replace_path
 
-CACHE_FORMAT = 1  # bump when the layout of a cached artefact changes
+CACHE_FORMAT = 2  # bump when the layout of a cached artefact changes (2: manifest.json with checksums)
 BUILD_THREADS = 2  # torch threads of every build (the thread count the published stand-ins were built with)
 _PACKAGE = Path(__file__).resolve().parents[1]
 _BUILD_CODE = ("world", "backbones")  # the packages whose code decides what a recipe builds
@@ -40,12 +41,36 @@ def cached_path(kind: str, recipe: dict) -> Path:
     return cache_root() / "backbones" / f"{kind}-{recipe_hash(recipe)}"
 
 
+MANIFEST = "manifest.json"  # written last: the recipe and every file's size and sha256
+
+
+def _checksums(folder: Path) -> dict[str, list]:
+    return {p.relative_to(folder).as_posix(): [p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest()]
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+def damage(folder: Path) -> str:
+    """What is wrong with a cached entry ('' if it is whole): a missing manifest (an old or broken
+    build), or a file missing, added or changed since it was built."""
+    try:
+        expected = json.loads((folder / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{MANIFEST} is missing or unreadable"
+    found = _checksums(folder)
+    changed = sorted(name for name in expected.keys() | found.keys() if expected.get(name) != found.get(name))
+    return f"{', '.join(changed)} differ from what was built" if changed else ""
+
+
 def build_cached(kind: str, recipe: dict, build) -> Path:
     """The cached folder for `recipe`, calling build(folder) into a staging folder first if it is
-    missing. A build that fails or is interrupted leaves nothing in the cache."""
+    missing. A build that fails or is interrupted leaves nothing in the cache; an entry damaged since
+    (a file deleted, truncated or edited) is built again, with a warning that names it."""
     final = cached_path(kind, recipe)
-    if (final / "recipe.json").is_file():
-        return final
+    if final.exists():
+        problem = damage(final)
+        if not problem:
+            return final
+        warnings.warn(f"the cached {kind} at {final} is damaged ({problem}); building it again", stacklevel=2)
     final.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.building-"))
     threads = torch.get_num_threads()
@@ -54,8 +79,8 @@ def build_cached(kind: str, recipe: dict, build) -> Path:
         # uses the same one: a stand-in is then the same whoever builds it (a test on 1 thread too).
         torch.set_num_threads(BUILD_THREADS)
         build(stage)
-        # recipe.json last: its presence marks a complete build.
         (stage / "recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True) + "\n")
+        (stage / MANIFEST).write_text(json.dumps({"recipe": recipe, "files": _checksums(stage)}, indent=1) + "\n")
         replace_path(stage, final)
     finally:
         torch.set_num_threads(threads)

@@ -81,8 +81,19 @@ def trained(chapter: str, name: str, profile: str, **placement) -> Path:
             f"no {name!r} trained by chapter {chapter} with the {profile!r} profile's parameters in {folder.parent}: "
             f"run `vlbridge run {chapter} --profile {profile}{''.join(f' --set {k}={v}' for k, v in moved.items())}` "
             "first (it saves it there), or the whole book")
+    read_record(folder)  # a damaged entry is an error that says what to do, not a model that fails later
     return folder
 
 
 def read_record(folder) -> dict:
-    return json.loads((Path(folder) / RECORD).read_text())
+    """An entry's record.json; one that is not a JSON object (a truncated copy, an edit) is a
+    NotTrainedError naming the folder to delete and the chapter to run again."""
+    path = Path(folder) / RECORD
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        record = e
+    if not isinstance(record, dict) or "chapter" not in record:
+        raise NotTrainedError(f"{path} is damaged ({record!r:.80}): delete {Path(folder)} and run the chapter that "
+                              "saved it again")
+    return record
