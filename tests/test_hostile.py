@@ -90,3 +90,23 @@ def test_a_damaged_store_record_says_which_folder_to_delete(tmp_path, monkeypatc
     (folder / store.RECORD).write_text('{"chapter": "03_gro')  # truncated
     with pytest.raises(store.NotTrainedError, match=f"record.json is damaged .*: delete {folder} and run the chapter"):
         store.trained("03_grounding", "fromage", "smoke")
+
+
+# ---------------------------------------------------------------------------- one line, not a traceback
+@pytest.mark.parametrize("command", [["run", "01", "-p", "smoke"], ["export", "coco", "--count", "2"]])
+def test_an_out_folder_that_is_a_file_is_one_error_line_naming_it(command, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("a file, not a folder")
+    assert main([*command, "--out", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vlbridge: error:") and str(taken) in err and "Traceback" not in err
+    assert taken.read_text() == "a file, not a folder"
+
+
+def test_a_critic_log_with_bytes_that_are_not_utf8_names_the_line(tmp_path):
+    from vlbridge.critics import DecisionLog
+
+    log = tmp_path / "decisions.jsonl"
+    log.write_bytes(b'{"broken": "\xff\xfe"}\n')
+    with pytest.raises(ValueError, match=r"decisions.jsonl, line 1: not UTF-8 text .*delete or fix that line"):
+        DecisionLog(log).decisions(0)

@@ -241,14 +241,19 @@ class DecisionLog:
         return self._cache[1]
 
     def _read(self) -> dict[int, dict[str, dict]]:
-        lines = self.path.read_text(encoding="utf-8").split("\n")
+        lines = self.path.read_bytes().split(b"\n")
         if lines[-1]:
             raise ValueError(f"{self.path}, line {len(lines)}: the line is cut off (no newline at its end), so "
                              "the write that made it did not finish; delete that line to resume")
         by_round: dict[int, dict[str, dict]] = {}
         first_line = {}
-        for number, line in enumerate(lines[:-1], start=1):
+        for number, raw in enumerate(lines[:-1], start=1):
             where = f"{self.path}, line {number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{where}: not UTF-8 text ({error.reason} at byte {error.start}); the log holds "
+                                 "only what the panel wrote: delete or fix that line") from None
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:

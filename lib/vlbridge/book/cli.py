@@ -150,6 +150,10 @@ def main(argv=None) -> int:
     except RunError as e:
         print(f"vlbridge: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a folder that is a file, a read-only place, a full disk: say which, in one line
+        print(f"vlbridge: error: {e.strerror or e}: {e.filename}" if e.filename else f"vlbridge: error: {e}",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
