@@ -141,7 +141,6 @@ class WorldCritic:
     name = "world"
 
     def judge(self, item: FeedbackItem, candidates: list[str]) -> list[bool]:
-
         _require_candidates(item, candidates)
         if item.scene is None:
             raise ValueError(f"item {item.item_id!r} has no scene: the world critic judges microworld items only")

@@ -68,6 +68,19 @@ def normalise_pixels(images, size: int, mean=MEAN, std=STD) -> torch.Tensor:
     return (x - torch.as_tensor(mean).view(1, 3, 1, 1)) / torch.as_tensor(std).view(1, 3, 1, 1)
 
 
+def check_texts(texts, who: str = "encode_texts") -> None:
+    """The input checks of every CLIP's encode_texts: a non-empty list of non-blank str."""
+    if isinstance(texts, str):
+        raise ValueError(f"{who} takes a list of texts, got one str ({texts[:40]!r}); wrap it: [text]")
+    if not texts:
+        raise ValueError(f"{who} got no texts")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ValueError(f"{who}: texts[{i}] is {type(text).__name__}, not str")
+        if not text.strip():
+            raise ValueError(f"{who}: texts[{i}] is empty ({text!r}); CLIP has nothing to embed")
+
+
 class FrozenCLIP:
     """A frozen open_clip model with batched, L2-normalised image and text embeddings."""
 
@@ -109,12 +122,16 @@ class FrozenCLIP:
             return torch.stack([self.preprocess(im) for im in images])
         return normalise_pixels(images, self.image_size, self.mean, self.std)
 
+    def _pixel_dtype(self) -> torch.dtype:
+        """The vision tower's input dtype."""
+        stem = getattr(self.model.visual, "conv1", None)  # open_clip's ViTs and ResNets; timm towers are uniform
+        return (stem.weight if stem is not None else next(self.model.visual.parameters())).dtype
+
     def _batches(self, images, batch_size: int):
         """Normalised pixel batches on the model's device, in the vision tower's dtype."""
         if len(images) == 0:
             raise ValueError("got no images to encode")
-        stem = getattr(self.model.visual, "conv1", None)  # open_clip's ViTs and ResNets; timm towers are uniform
-        dtype = (stem.weight if stem is not None else next(self.model.visual.parameters())).dtype
+        dtype = self._pixel_dtype()
         for i in range(0, len(images), batch_size):
             yield self.pixels(images[i:i + batch_size]).to(self.device, dtype)
 
@@ -152,15 +169,7 @@ class FrozenCLIP:
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch_size: int = 512) -> torch.Tensor:
-        if isinstance(texts, str):
-            raise ValueError(f"encode_texts takes a list of texts, got one str ({texts[:40]!r}); wrap it: [text]")
-        if not texts:
-            raise ValueError("encode_texts got no texts")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise ValueError(f"encode_texts: texts[{i}] is {type(text).__name__}, not str")
-            if not text.strip():
-                raise ValueError(f"encode_texts: texts[{i}] is empty ({text!r}); CLIP has nothing to embed")
+        check_texts(texts)
         out = [self.model.encode_text(self.tokenize(texts[i:i + batch_size]).to(self.device), normalize=True)
                for i in range(0, len(texts), batch_size)]
         return torch.cat(out).float().cpu()

@@ -18,26 +18,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .clip import FrozenCLIP
+from .clip import FrozenCLIP, check_texts
 from .freeze import freeze
 from .lm import BackboneNotFoundError, _hide_hf_progress_bars
 
 PREFIX = "hf:"  # 'hf:org/repo' or 'hf:/a/folder': always transformers, never open_clip
 FAMILIES = ("clip", "siglip")  # config.json model_type values this module loads
-
-
-def check_texts(texts, who: str = "encode_texts") -> None:
-    """The input checks of every CLIP's encode_texts: a non-empty list of non-blank str.
-    (FrozenCLIP.encode_texts has the same checks inline; it can call this instead.)"""
-    if isinstance(texts, str):
-        raise ValueError(f"{who} takes a list of texts, got one str ({texts[:40]!r}); wrap it: [text]")
-    if not texts:
-        raise ValueError(f"{who} got no texts")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise ValueError(f"{who}: texts[{i}] is {type(text).__name__}, not str")
-        if not text.strip():
-            raise ValueError(f"{who}: texts[{i}] is empty ({text!r}); CLIP has nothing to embed")
 
 
 def _model_type(config_json: Path) -> str | None:
@@ -96,13 +82,8 @@ class HFCLIP(FrozenCLIP):
         projection = getattr(self.model, "visual_projection", None)  # CLIP projects; SigLIP's head keeps the width
         return projection.out_features if projection is not None else self.model.config.vision_config.hidden_size
 
-    def _batches(self, images, batch_size: int):
-        """Normalised pixel batches on the model's device, in the vision tower's dtype."""
-        if len(images) == 0:
-            raise ValueError("got no images to encode")
-        dtype = self.model.vision_model.embeddings.patch_embedding.weight.dtype
-        for i in range(0, len(images), batch_size):
-            yield self.pixels(images[i:i + batch_size]).to(self.device, dtype)
+    def _pixel_dtype(self) -> torch.dtype:
+        return self.model.vision_model.embeddings.patch_embedding.weight.dtype
 
     @torch.no_grad()
     def encode_images(self, images, batch_size: int = 512) -> torch.Tensor:
