@@ -268,7 +268,7 @@ def test_wav_must_be_16_bit(tmp_path):
 
 def test_wav_round_trip_is_exact_to_16_bits(tmp_path):
     samples = np.random.default_rng(1).uniform(-1, 1, (2, 500)).astype(np.float32)
-    back, rate = read_wav(write_wav(tmp_path / "noise.wav", samples, 16000))
+    back, rate = read_wav(write_wav(tmp_path / "noise.wav", samples, 16000), sample_rate=16000)
     assert rate == 16000 and back.shape == (2, 500)
     assert np.abs(back - samples).max() <= 0.5 / 32767 + 1e-7
 

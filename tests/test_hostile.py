@@ -1,7 +1,12 @@
 """Careless or hostile input to `vlbridge run` (the reliability issue's classes, one file): a clear
 error that names the thing and writes nothing, or a right result in the right place."""
+import json
+import re
+import struct
 import subprocess
 import sys
+import zlib
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +115,254 @@ def test_a_critic_log_with_bytes_that_are_not_utf8_names_the_line(tmp_path):
     log.write_bytes(b'{"broken": "\xff\xfe"}\n')
     with pytest.raises(ValueError, match=r"decisions.jsonl, line 1: not UTF-8 text .*delete or fix that line"):
         DecisionLog(log).decisions(0)
+
+
+# ---------------------------------------------------------------------------- strict loaders
+def write_json(path, content):
+    path.write_text(json.dumps(content))
+    return path
+
+
+def unchanged(folder, before):
+    """Loaders only read: after a refusal the folder holds exactly what it held before."""
+    return files_under(folder) == before
+
+
+def test_a_utf8_bom_is_not_part_of_the_first_line(tmp_path):
+    """Windows tools start UTF-8 files with a byte-order mark; a FROMAGe TSV's header must still be a
+    header (not a record captioned '\\ufeffcaption'), and JSON must still load."""
+    from vlbridge.data import load_cc3m_tsv, load_coco_captions
+
+    tsv = tmp_path / "cc3m.tsv"
+    tsv.write_text("\ufeffcaption\timage\na red square .\tsquare_1\n", encoding="utf-8")
+    assert [(r.caption, r.image) for r in load_cc3m_tsv(tsv)] == [("a red square .", "square_1")]
+    gcc = tmp_path / "gcc.tsv"  # the original layout has no header: its first caption loses the mark
+    gcc.write_text("\ufeffa dog .\thttp://x/1.jpg\n", encoding="utf-8")
+    assert load_cc3m_tsv(gcc)[0].caption == "a dog ."
+    coco = tmp_path / "captions.json"
+    coco.write_text("\ufeff" + json.dumps({"images": [{"id": 1, "file_name": "a.png"}],
+                                           "annotations": [{"image_id": 1, "caption": "a cat ."}]}), encoding="utf-8")
+    assert load_coco_captions(coco)[0].captions == ("a cat .",)
+
+
+def test_bytes_that_are_not_utf8_name_the_file(tmp_path):
+    from vlbridge.data import DataError, load_cc3m_tsv
+
+    tsv = tmp_path / "latin1.tsv"
+    tsv.write_bytes("caption\timage\nun caf\xe9 .\tcafe\n".encode("latin-1"))
+    before = files_under(tmp_path)
+    with pytest.raises(DataError, match=r"latin1\.tsv is not UTF-8 text"):
+        load_cc3m_tsv(tsv)
+    assert unchanged(tmp_path, before)
+
+
+def visdial_with(answer=0, gt_index=0, image_id=7):
+    return {"data": {"questions": ["what colour?"], "answers": ["red"], "dialogs": [
+        {"image_id": image_id, "caption": "a red square .",
+         "dialog": [{"question": 0, "answer": answer, "answer_options": [0], "gt_index": gt_index}]}]}}
+
+
+@pytest.mark.parametrize("loader, content, message", [
+    ("load_coco_captions", {"images": [{"id": True, "file_name": "a.png"}], "annotations": []},
+     r"images\[0\]: key 'id' should be int, got bool"),
+    ("load_coco_captions", {"images": [{"id": 1, "file_name": "a.png"}],
+                            "annotations": [{"image_id": True, "caption": "a cat ."}]},
+     r"annotations\[0\]: key 'image_id' should be int, got bool"),
+    ("load_visdial", visdial_with(answer=True),
+     r"dialog 0 \(image_id 7\), round 0: answer index should be an int, got True"),
+    ("load_visdial", visdial_with(gt_index=False), r"round 0: key 'gt_index' should be int, got bool"),
+    ("load_visdial", visdial_with(image_id=True), r"dialog 0: key 'image_id' should be int, got bool"),
+    ("load_karpathy", {"images": [{"split": "train", "cocoid": True, "filepath": "train2014", "filename": "a.jpg",
+                                   "sentences": []}]}, r"images\[0\]: key 'cocoid' should be int, got bool"),
+    ("load_vist_sis", {"annotations": [[{"story_id": "1", "worker_arranged_photo_order": True, "text": "a .",
+                                         "photo_flickr_id": "9"}]]},
+     r"annotations\[0\]: key 'worker_arranged_photo_order' should be int, got bool"),
+    ("load_audio_captions", [{"seed": True, "file_name": "a.wav", "caption": "a ."}],
+     r"entry 0: key 'seed' should be int, got bool"),
+])
+def test_json_true_is_not_the_integer_1(loader, content, message, tmp_path):
+    """bool is an int subclass in Python, so a plain isinstance check read `true` as the id 1."""
+    from vlbridge import data
+
+    path = write_json(tmp_path / "data.json", content)
+    before = files_under(tmp_path)
+    with pytest.raises(data.DataError, match=message) as error:
+        getattr(data, loader)(path)
+    assert str(path) in str(error.value) and unchanged(tmp_path, before)
+
+
+def nlx_vqax(explanation):
+    return {"262284001": {"question": "What is this?", "answers": [{"answer": "shower"}], "image_id": "262284",
+                          "image_name": "COCO_val2014_000000262284.jpg", "explanation": explanation}}
+
+
+def illume_vqax(**columns):
+    table = {"image_id": {"0": 1, "1": 2}, "question_id": {"0": 1001, "1": 2001},
+             "question": {"0": "What?", "1": "Why?"}, "multiple_choice_answer": {"0": "yes", "1": "no"},
+             "explanation": {"0": "because.", "1": "so."}, "explanation_2": {"0": "since.", "1": None}}
+    table.update(columns)
+    return {name: column for name, column in table.items() if column is not None}
+
+
+@pytest.mark.parametrize("content, message", [
+    (nlx_vqax([1, None]), r"question 262284001: explanation 1 should be non-empty text, got 1"),
+    (nlx_vqax(["fine", None]), r"question 262284001: explanation 2 should be non-empty text, got None"),
+    (nlx_vqax(["  "]), r"question 262284001: explanation 1 should be non-empty text, got '  '"),
+    (nlx_vqax(42), r"question 262284001: key 'explanation' should be list, got int"),
+    (nlx_vqax([]), r"question 262284001: no explanation"),
+    (illume_vqax(explanation=None), r"no 'explanation' column, which holds every row's first explanation"),
+    (illume_vqax(explanation={"0": "because.", "1": None}), r"column 'explanation': key '1' should be str, got null"),
+    (illume_vqax(explanation_2={"0": 5, "1": None}), r"column 'explanation_2': key '0' should be str or null, got int"),
+    (illume_vqax(explanation_2={"0": "", "1": None}), r"row '0': explanation 2 should be non-empty text, got ''"),
+    (illume_vqax(question_id={"0": True, "1": 2001}), r"column 'question_id': key '0' should be int, got bool"),
+])
+def test_vqax_explanations_are_checked_in_both_layouts(content, message, tmp_path):
+    """Explanations are the gold rationales the critic and SFT read: a number, a null or a missing first
+    column (which used to promote explanation_2 to first) is an error naming the file and the item."""
+    from vlbridge.data import DataError, load_vqax
+
+    path = write_json(tmp_path / "vqax.json", content)
+    before = files_under(tmp_path)
+    with pytest.raises(DataError, match=message) as error:
+        load_vqax(path)
+    assert str(error.value).startswith(f"{path}: ") and unchanged(tmp_path, before)
+
+
+def test_an_illume_row_with_a_null_later_explanation_has_fewer(tmp_path):
+    from vlbridge.data import load_vqax
+
+    records = load_vqax(write_json(tmp_path / "vqax.json", illume_vqax()))
+    assert [r.explanations for r in records] == [("because.", "since."), ("so.",)]  # pandas' null: none there
+
+
+def test_a_wav_at_another_sample_rate_names_the_file_and_both_rates(tmp_path):
+    import numpy as np
+
+    from vlbridge.data import DataError, read_wav
+    from vlbridge.world.sound import SAMPLE_RATE, write_wav
+
+    cd = write_wav(tmp_path / "cd.wav", np.zeros((2, 441), np.float32), 44100)
+    before = files_under(tmp_path)
+    with pytest.raises(DataError, match=rf"cd\.wav: sample rate 44100 Hz, expected {SAMPLE_RATE} Hz") as error:
+        read_wav(cd)
+    assert str(cd) in str(error.value) and unchanged(tmp_path, before)
+    assert read_wav(cd, sample_rate=44100)[1] == 44100  # a caller who means 44.1 kHz says so
+
+
+def png_claiming(path, width, height):
+    """A PNG of a header only, claiming width x height: what PIL checks before decoding anything."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_png_claiming_60000_by_60000_is_a_data_error_naming_it(tmp_path):
+    """PIL refuses such a header with a DecompressionBombError that names no file; images and
+    webdataset shards share one decoder that turns it into a DataError."""
+    from vlbridge.data import DataError, ImageCaptionDataset, load_cc3m_tsv, open_image
+
+    bomb = png_claiming(tmp_path / "bomb.png", 60000, 60000)
+    with pytest.raises(DataError, match=r"bomb\.png: image too large to decode safely") as error:
+        open_image(bomb)
+    assert str(bomb) in str(error.value)
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("caption\timage\na huge picture .\tbomb\n")
+    before = files_under(tmp_path)
+    with pytest.raises(DataError, match=r"bomb\.png: image too large"):
+        ImageCaptionDataset(load_cc3m_tsv(tsv, tmp_path))[0]
+    assert unchanged(tmp_path, before)
+
+
+# ---------------------------------------------------------------------------- parameter ranges
+@pytest.mark.parametrize("chapter, override, message", [
+    ("03", "steps=-5", r"--set, for chapter 03_grounding: 'steps' must be >= 1 and < 1,000,000,000, got -5"),
+    ("01", "grid_scenes=0", r"for chapter 01_microworld: 'grid_scenes' must be >= 1 .*, got 0"),
+    ("01", "image_size=0", r"for chapter 01_microworld: 'image_size' must be in \[1, 1024\], got 0"),
+    ("03", "lr=.inf", r"for chapter 03_grounding: 'lr' must be > 0 and finite, got inf"),
+    ("03", "lr=nan", r"'lr' must be > 0 and finite, got nan"),
+    ("03", "lr=0", r"'lr' must be > 0 and finite, got 0.0"),
+    ("03", "steps=99999999999999999999", r"'steps' must be >= 1 and < 1,000,000,000, got 99999999999999999999"),
+    ("04", "gae_lambda=1.5", r"for chapter 04_reward_rl: 'gae_lambda' must be in \[0, 1\], got 1.5"),
+    ("04", "grpo_group=1", r"'grpo_group' must be >= 2 .*, got 1"),
+    ("05", "temperatures=[0.8, 0]", r"for chapter 05_feedback: 'temperatures\[1\]' must be > 0 .*, got 0"),
+    ("05", "temperatures=[hot]", r"'temperatures\[0\]' must be a number, got str \('hot'\)"),
+])
+def test_a_value_out_of_range_is_refused_before_anything_runs(chapter, override, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", chapter, "-p", "smoke", "--set", override, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vlbridge: error:") and re.search(message, err), err
+    assert files_under(tmp_path) == []
+
+
+def test_an_out_of_range_value_in_a_profile_names_the_file_section_and_key(tmp_path, capsys):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("description: x\n04_reward_rl:\n  clip_range: 0\n")
+    out = tmp_path / "out"
+    assert main(["run", "01", "-p", str(mine), "--out", str(out)]) == 2  # another chapter's section, too
+    err = capsys.readouterr().err
+    assert f"{mine}, section '04_reward_rl', for chapter 04_reward_rl: 'clip_range' must be in (0, 1], got 0.0" in err
+    assert files_under(tmp_path) == [Path("mine.yaml")]
+
+
+def test_every_committed_profile_is_in_range_for_every_chapter():
+    from vlbridge.book import config
+
+    assert {"smoke", "default", "gpu", "paper-esper", "paper-fromage", "paper-illume"} <= set(config.profiles())
+    for profile in config.profiles():
+        assert set(config.validate_profile(profile)) == set(config.chapters())
+    for chapter in config.chapters():  # and every number parameter has a range (the parser refuses one without)
+        for p in config.chapter_parameters(chapter).values():
+            assert p.range is not None or p.type not in (int, float), (chapter, p.name)
+
+
+def test_a_number_parameter_without_a_range_or_with_its_default_out_of_range_is_refused(project):
+    from vlbridge.book import config
+
+    path = project / "book" / "01_microworld.py"
+    source = path.read_text()
+    path.write_text(source.replace("seed: int = 0\n", "seed: int = 0\nmystery: int = 3\n"))
+    with pytest.raises(config.ConfigError, match=r"01_microworld\.py, line \d+: int parameter 'mystery' has no "
+                                                 r"range: add a pattern for it to RANGES"):
+        config.chapter_parameters("01_microworld")
+    path.write_text(source.replace("grid_scenes: int = 12", "grid_scenes: int = 0"))
+    with pytest.raises(config.ConfigError, match=r"01_microworld\.py, line \d+: 'grid_scenes' must be >= 1"):
+        config.chapter_parameters("01_microworld")
+
+
+# ---------------------------------------------------------------------------- runner's keys, empty profiles, typos
+def test_set_profile_is_refused_and_points_to_the_profile_option(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", "01", "-p", "smoke", "--set", "profile=default", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--set for chapter 01_microworld: 'profile' is set by the runner" in err and "--profile" in err
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("description: x\ncommon:\n  profile: default\n")
+    assert main(["run", "01", "-p", str(mine), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{mine}, section 'common': 'profile' is set by the runner" in err and "--profile" in err
+    assert files_under(tmp_path) == [Path("mine.yaml")]
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
+def test_an_empty_profile_is_an_error_not_a_run_with_the_defaults(text, tmp_path, capsys):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(text)
+    out = tmp_path / "out"
+    assert main(["run", "01", "-p", str(empty), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{empty}: the profile is empty; a profile is a mapping with a description and sections" in err
+    assert files_under(tmp_path) == [Path("empty.yaml")]
+
+
+def test_a_typo_in_another_chapters_section_is_reported_by_any_chapter(tmp_path, capsys):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("description: x\n01_microworld:\n  grid_scenes: 8\n05_feedback:\n  stepz_per_round: 3\n")
+    out = tmp_path / "out"
+    assert main(["run", "01", "-p", str(mine), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{mine}, section '05_feedback': unknown key 'stepz_per_round'; allowed keys are:" in err
+    assert "steps_per_round" in err and files_under(tmp_path) == [Path("mine.yaml")]

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..world.sound import FULL_SCALE
+from ..world.sound import FULL_SCALE, SAMPLE_RATE
 from .errors import DataError
 from .jsonfile import field, read_json
 
 
-def read_wav(path) -> tuple[np.ndarray, int]:
-    """A 16-bit PCM WAV file as float32 [channels, n] in [-1, 1], and its sample rate."""
+def read_wav(path, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, int]:
+    """A 16-bit PCM WAV file as float32 [channels, n] in [-1, 1], and its sample rate, which must be
+    `sample_rate`: the microworld's sounds and the audio encoder's log-mels are at SAMPLE_RATE, and
+    samples at another rate would be read as other frequencies, not refused."""
     path = Path(path)
     try:
         with wavfile.open(str(path), "rb") as source:
@@ -27,6 +29,9 @@ def read_wav(path) -> tuple[np.ndarray, int]:
         raise DataError(f"{path}: not a readable WAV file ({error!r})") from None
     if width != 2:
         raise DataError(f"{path}: expected 16-bit PCM samples, got {8 * width}-bit")
+    if rate != sample_rate:
+        raise DataError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz (resample the file, "
+                        "or pass the rate you mean as sample_rate)")
     if len(frames) % (2 * channels):
         raise DataError(f"{path}: truncated WAV data ({len(frames)} bytes for {channels} 16-bit channels)")
     pcm = np.frombuffer(frames, dtype="<i2")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
@@ -12,17 +13,27 @@ from .errors import DataError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
-def open_image(path) -> Image.Image:
-    """The image at `path` as RGB, fully decoded (so a truncated file fails here, not later)."""
-    path = Path(path)
+def decode_image(source: Path | BinaryIO, where) -> Image.Image:
+    """The image in `source` (a file, or a file's bytes in a BytesIO) as RGB, fully decoded, so a
+    truncated file fails here and not later; any failure is a DataError that starts with `where`."""
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             return image.convert("RGB")
     except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
+        raise DataError(f"{where}: image file not found") from None
+    # A header claiming more than twice PIL's MAX_IMAGE_PIXELS (about 179M pixels): PIL refuses it
+    # before allocating, with an error that names no file.
+    except Image.DecompressionBombError as error:
+        raise DataError(f"{where}: image too large to decode safely ({error})") from None
     # PIL's PNG reader raises SyntaxError for some broken chunks, OSError for truncated data.
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise DataError(f"{path}: not a readable image ({error})") from None
+        raise DataError(f"{where}: not a readable image ({error})") from None
+
+
+def open_image(path) -> Image.Image:
+    """The image at `path` as RGB, fully decoded (see decode_image)."""
+    path = Path(path)
+    return decode_image(path, path)
 
 
 def image_file(image_dir, name: str, source: Path, where: str) -> Path:

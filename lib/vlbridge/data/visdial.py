@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .errors import DataError
 from .images import images_by_id
-from .jsonfile import field, read_json
+from .jsonfile import field, is_int, read_json
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,9 @@ class DialogRecord:
 
 
 def _lookup(strings: list, index, path: Path, where: str, name: str) -> str:
-    if not isinstance(index, int) or not 0 <= index < len(strings):
+    if not is_int(index):
+        raise DataError(f"{path}: {where}: {name} index should be an int, got {index!r}")
+    if not 0 <= index < len(strings):
         raise DataError(f"{path}: {where}: {name} index {index!r} out of range "
                         f"(the file has {len(strings)} {name}s)")
     return strings[index]

@@ -13,7 +13,8 @@ from .jsonfile import field, read_json
 
 # ILLUME rows carry only a COCO image id; its VQA-X splits come from COCO val2014.
 ILLUME_IMAGE_NAME = "COCO_val2014_{:012d}.jpg"
-ILLUME_EXPLANATIONS = ("explanation", "explanation_2", "explanation_3")
+ILLUME_EXPLANATIONS = ("explanation", "explanation_2", "explanation_3")  # the first is every row's; pandas
+# writes null in the others where a question has fewer (VQA-X train gives one explanation, test three)
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,22 @@ def _image_path(image_dir, name: str, path: Path, where: str) -> Path | None:
     return None if image_dir is None else image_file(image_dir, name, path, where)
 
 
+def _explanations(texts: list, path: Path, where: str) -> tuple[str, ...]:
+    """The explanations of one question, each checked to be text: they are the gold rationales that
+    the critic compares samples with and SFT trains on, so a number or a null must not slip in."""
+    if not texts:
+        raise DataError(f"{path}: {where}: no explanation (VQA-X gives every question at least one)")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{path}: {where}: explanation {i + 1} should be non-empty text, got {text!r}")
+    return tuple(texts)
+
+
 def _nlx_records(data: dict, path: Path, image_dir) -> list[VQAXRecord]:
     records = []
     for key, entry in data.items():
         where = f"question {key}"
-        if not key.isdigit():
+        if not (key.isascii() and key.isdigit()):  # isdigit alone takes '²', which int() refuses
             raise DataError(f"{path}: {where}: expected a numeric question id as the key")
         answers = [field(a, "answer", path, f"{where}, answers[{i}]", str)
                    for i, a in enumerate(field(entry, "answers", path, where, list))]
@@ -48,7 +60,7 @@ def _nlx_records(data: dict, path: Path, image_dir) -> list[VQAXRecord]:
             image_name=name,
             question=field(entry, "question", path, where, str),
             answer=Counter(answers).most_common(1)[0][0],  # ties: the first given
-            explanations=tuple(field(entry, "explanation", path, where, list)),
+            explanations=_explanations(field(entry, "explanation", path, where, list), path, where),
             image_path=_image_path(image_dir, name, path, where),
         ))
     return records
@@ -61,20 +73,26 @@ def _illume_records(data: dict, path: Path, image_dir) -> list[VQAXRecord]:
     def cell(name: str, label: str, kind: type):
         return field(column(name), label, path, f"column {name!r}", kind)
 
+    # Without the first column, explanation_2 would quietly become the first explanation.
+    if ILLUME_EXPLANATIONS[0] not in data:
+        raise DataError(f"{path}: no {ILLUME_EXPLANATIONS[0]!r} column, which holds every row's first explanation "
+                        f"(the file has columns {', '.join(map(repr, data))})")
+    extra = [c for c in ILLUME_EXPLANATIONS[1:] if c in data]
     records = []
     for label in column("question_id"):
         image_id = cell("image_id", label, int)
         name = ILLUME_IMAGE_NAME.format(image_id)
+        where = f"row {label!r}"
+        more = [cell(c, label, (str, type(None))) for c in extra]
         records.append(VQAXRecord(
             question_id=cell("question_id", label, int),
             image_id=str(image_id),
             image_name=name,
             question=cell("question", label, str),
             answer=cell("multiple_choice_answer", label, str),
-            # pandas writes a missing explanation as null
-            explanations=tuple(data[c][label] for c in ILLUME_EXPLANATIONS
-                               if isinstance(data.get(c), dict) and data[c].get(label)),
-            image_path=_image_path(image_dir, name, path, f"row {label}"),
+            explanations=_explanations([cell(ILLUME_EXPLANATIONS[0], label, str),
+                                        *(text for text in more if text is not None)], path, where),
+            image_path=_image_path(image_dir, name, path, where),
         ))
     return records
 
