@@ -9,14 +9,15 @@ LIB = Path(__file__).resolve().parents[1] / "lib" / "vlbridge"
 
 # Lowest first. A module may import from a lower layer, or from its own package (folder).
 LAYERS = [
-    {"contracts", "repro", "paths", "world"},  # foundations; the world imports nothing outside world/
+    {"contracts", "repro", "paths", "world", "distributed"},  # foundations; the world imports nothing outside world/
+    {"resume"},  # a training run's checkpoints (on paths and distributed)
     {"data", "training", "bridge", "checkpoint"},  # files in; optimisation; the splice into the LM; saving
     {"backbones", "features"},  # frozen encoders and LMs; what a bridge is shown of an image
     {"audio_encoder", "eval", "critics"},  # a trained encoder; every metric; the critics
     {"methods"},  # FROMAGe, ClipCap, ESPER, ILLUME
     {"probes", "plots", "critic_panel"},  # what chapters use besides the methods
     {"book"},  # the book's plumbing: config, runs, the CLI, chapters' sessions, the store, the README
-    {"__main__"},  # `python -m vlbridge`
+    {"__main__", "train"},  # `python -m vlbridge`, `torchrun -m vlbridge.train`
 ]
 LAYER = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distributed import SINGLE, Group
+
 IGNORE = -100  # targets that are not predicted
 _BOS = object()  # the LM's begin-of-sequence token, first in every assembled sequence
 
@@ -221,21 +223,26 @@ def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return token_logprobs(logits, targets).sum(1)
 
 
-def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of each target given everything before it (mean over targets)."""
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, ranks: Group = SINGLE) -> torch.Tensor:
+    """Cross-entropy of each target given everything before it (mean over targets); over data-parallel
+    `ranks`, this rank's share: its summed cross-entropy over every rank's number of targets."""
     shifted = targets[:, 1:]
-    if not (shifted != IGNORE).any():
+    count = ranks.sum((shifted != IGNORE).sum())
+    if not count:
         raise ValueError("this batch has no targets to learn")
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), shifted.reshape(-1),
-                           ignore_index=IGNORE)
+    flat = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+    if ranks.world == 1:
+        return F.cross_entropy(flat, shifted.reshape(-1), ignore_index=IGNORE)
+    return F.cross_entropy(flat, shifted.reshape(-1), ignore_index=IGNORE, reduction="sum") / count
 
 
-def teacher_forced_loss(lm, sequences: list[list]) -> torch.Tensor:
+def teacher_forced_loss(lm, sequences: list[list], ranks: Group = SINGLE) -> torch.Tensor:
     """The LM's cross-entropy on the `learn=True` text of each sequence, given what precedes it: the
-    loss of every teacher-forced trainer here (ClipCap, ILLUME's tuning and SFT)."""
+    loss of every teacher-forced trainer here (ClipCap, ILLUME's tuning and SFT); over `ranks`, this
+    rank's sequences and its share of the loss."""
     batch = assemble(lm, sequences)
     _, logits = forward(lm, batch)
-    return next_token_loss(logits, batch.targets)
+    return next_token_loss(logits, batch.targets, ranks)
 
 
 @dataclass

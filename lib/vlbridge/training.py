@@ -3,11 +3,30 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
+from .distributed import SINGLE, Group, reduce_gradients
 from .repro import progress_enabled
+from .resume import RunCheckpoints
+
+
+@dataclass
+class Run:
+    """How a training loop runs besides its own settings: over which data-parallel ranks (one process
+    by default, as in the notebooks), with which checkpoints (none by default)."""
+
+    ranks: Group = SINGLE
+    checkpoints: RunCheckpoints | None = None
+
+    def restore(self, model, optimizer, shared: dict, own: dict | None = None) -> tuple[int, dict]:
+        return self.checkpoints.restore(model, optimizer, shared, own) if self.checkpoints else (0, {})
+
+    def after_step(self, step: int, last: int, model, optimizer, shared: dict, log: dict, own: dict | None = None):
+        if self.checkpoints:
+            self.checkpoints.after_step(step, last, model, optimizer, shared, own, log)
 
 
 def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -32,35 +51,45 @@ def set_schedule(optimizer, base: list[float], scale: float) -> None:
         group["lr"] = lr * scale
 
 
-def optimizer_step(optimizer, loss: torch.Tensor, groups: list, clip_grad: float, where: str) -> None:
-    """One step on `loss`: stop on a loss that is not finite (the model is left as before the step),
-    backward, clip each group of parameters to norm `clip_grad`, step."""
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"{where}: the loss became {loss.item()}; training stopped; lower the learning rate")
+def optimizer_step(optimizer, loss: torch.Tensor, groups: list, clip_grad: float, where: str,
+                   ranks: Group = SINGLE) -> None:
+    """One step on `loss` (this rank's share of it: see distributed): stop on a loss that is not
+    finite on any rank (the model is left as before the step), backward, sum the gradients over
+    ranks, clip each group of parameters to norm `clip_grad`, step."""
+    if ranks.any(not torch.isfinite(loss).item()):
+        raise FloatingPointError(f"{where}: the loss became {ranks.sum(loss).item()}; training stopped; "
+                                 "lower the learning rate")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    reduce_gradients([p for g in optimizer.param_groups for p in g["params"]], ranks)
     for group in groups:
         torch.nn.utils.clip_grad_norm_(group, clip_grad)
     optimizer.step()
 
 
 def train_loop(model, optimizer, steps: int, warmup: int, loss_fn, desc: str, clip_grad: float = 1.0,
-               clip_groups: list | None = None) -> dict:
+               clip_groups: list | None = None, streams: dict | None = None, run: Run | None = None) -> dict:
     """Run `steps` optimiser steps of loss_fn(step), which returns a scalar loss or a dict of named
     losses whose "total" is optimised; every loss is logged each step. Gradients are clipped to norm
     `clip_grad`, jointly, or per group of parameters in `clip_groups` (parts trained by different
-    losses: one loss's large gradient then cannot shrink another's steps). Returns the training log."""
-    base = [g["lr"] for g in optimizer.param_groups]
+    losses: one loss's large gradient then cannot shrink another's steps). `streams` names the random
+    generators loss_fn draws from; `run` (data-parallel ranks, checkpoints) is one process by default.
+    Returns the training log."""
+    run = run or Run()
+    base = [g["lr"] for g in optimizer.param_groups]  # before a restore puts a scheduled rate in place
     groups = clip_groups or [[p for g in optimizer.param_groups for p in g["params"]]]
-    log = {}
+    first, log = run.restore(model, optimizer, streams or {})
     start = time.time()
     model.train()
-    for step in tqdm(range(steps), desc=desc, disable=not progress_enabled(), mininterval=2.0):
+    for step in tqdm(range(first, steps), desc=desc, disable=not (progress_enabled() and run.ranks.main),
+                     mininterval=2.0, initial=first, total=steps):
         set_schedule(optimizer, base, warmup_cosine(step, steps, warmup))
         losses = loss_fn(step)
         losses = losses if isinstance(losses, dict) else {"loss": losses}
-        optimizer_step(optimizer, losses.get("total", losses.get("loss")), groups, clip_grad, f"{desc}, step {step}")
-        for name, value in losses.items():
-            log.setdefault(name, []).append(round(value.item(), 6))
+        optimizer_step(optimizer, losses.get("total", losses.get("loss")), groups, clip_grad, f"{desc}, step {step}",
+                       run.ranks)
+        for name, value in losses.items():  # a rank's share summed over ranks: the global loss
+            log.setdefault(name, []).append(round(run.ranks.sum(value.detach()).item(), 6))
+        run.after_step(step, steps - 1, model, optimizer, streams or {}, log)
     model.eval()
     return log | {"seconds": round(time.time() - start, 2), "steps": steps}

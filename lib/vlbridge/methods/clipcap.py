@@ -12,7 +12,7 @@ import torch
 from .. import bridge as br
 from ..bridge import Text
 from ..repro import generator
-from ..training import adamw, train_loop
+from ..training import Run, adamw, train_loop
 from .prefix import PLAIN_PROMPT, PrefixCaptioner
 
 
@@ -27,17 +27,22 @@ class ClipCapConfig:
     seed: int = 0
 
 
-def fit_supervised(captioner: PrefixCaptioner, features: torch.Tensor, caption_fn, config: ClipCapConfig) -> dict:
+def fit_supervised(captioner: PrefixCaptioner, features: torch.Tensor, caption_fn, config: ClipCapConfig,
+                   run: Run | None = None) -> dict:
     """Train the mapper on features [N, feature_dim] and the captions caption_fn(index, step) -> str
-    that continue `config.prompt` (for "there is": "a red circle at the top ."). Returns the log."""
+    that continue `config.prompt` (for "there is": "a red circle at the top ."). `run`: over
+    data-parallel ranks (each reads its block of every batch), with checkpoints. Returns the log."""
+    run = run or Run()
     captioner.check_features(features)
     order = generator(config.seed, "clipcap-batches")
 
     def loss_fn(step: int) -> torch.Tensor:
         idx = torch.randint(len(features), (config.batch_size,), generator=order)
+        idx = run.ranks.take(idx)  # this rank's block of the step's batch
         contexts = captioner.contexts(features[idx], [config.prompt] * len(idx))
         return br.teacher_forced_loss(captioner.lm, [[*c, Text(caption_fn(i, step), learn=True)]
-                                                     for c, i in zip(contexts, idx.tolist())])
+                                                     for c, i in zip(contexts, idx.tolist())], run.ranks)
 
     optimizer = adamw(captioner.parameters(), config.lr, config.weight_decay)
-    return train_loop(captioner, optimizer, config.steps, config.warmup_steps, loss_fn, "ClipCap")
+    return train_loop(captioner, optimizer, config.steps, config.warmup_steps, loss_fn, "ClipCap",
+                      streams={"clipcap-batches": order}, run=run)

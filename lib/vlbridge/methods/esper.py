@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..distributed import SINGLE, Group
 from ..repro import generator, progress_enabled
-from ..training import adamw, optimizer_step, set_schedule, warmup_cosine
+from ..training import Run, adamw, optimizer_step, set_schedule, warmup_cosine
 from .prefix import PLAIN_PROMPT, PrefixCaptioner
 
 ALGORITHMS = ("ppo", "grpo")
@@ -57,31 +58,37 @@ class EsperConfig:
 
 # ---------------------------------------------------------------------------- the objective's pieces
 def clip_reward(clip, texts: list[str], embeddings: torch.Tensor, scale: float = 1.0, shift: float = 0.0,
-                contrastive: bool = False) -> torch.Tensor:
+                contrastive: bool = False, batch: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:
     """scale * (cos(embedding, CLIP text embedding of text) - shift) for each pair, [N]. contrastive:
     the shift of each text is also its mean cosine with the batch's other embeddings, so a caption
-    true of any picture earns nothing."""
+    true of any picture earns nothing. `batch` is the whole batch's embeddings when `embeddings` are
+    rows offset.. of it (one data-parallel rank's); by default, they are the batch."""
     if not texts:
         raise ValueError("clip_reward got an empty batch of texts")
     if len(texts) != len(embeddings):
         raise ValueError(f"clip_reward got {len(texts)} texts but {len(embeddings)} embeddings")
+    batch = embeddings if batch is None else batch
     text = F.normalize(clip.encode_texts([t if t.strip() else "." for t in texts]).float(), dim=-1)
-    cosines = text.to(embeddings.device) @ F.normalize(embeddings.float(), dim=-1).T
-    cosine = cosines.diagonal()
+    cosines = text.to(embeddings.device) @ F.normalize(batch.float(), dim=-1).T
+    rows = torch.arange(len(texts), device=cosines.device)
+    cosine = cosines[rows, rows + offset]
     if contrastive:
-        others = ~(embeddings[:, None] == embeddings[None]).all(-1)  # GRPO's repeats are exact copies
+        others = ~(embeddings[:, None] == batch[None]).all(-1)  # GRPO's repeats are exact copies
         shift = shift + (cosines * others).sum(1) / others.sum(1).clamp(min=1)
     return scale * (cosine - shift)
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum() / mask.sum().clamp(min=1)
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, total: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean of x over the masked entries; given the `total` number of entries of every
+    data-parallel rank, this rank's share of the mean over all of them."""
+    return (x * mask).sum() / (mask.sum() if total is None else total).clamp(min=1)
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """x shifted and scaled to mean 0 and variance 1 over the masked entries."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+def whiten(x: torch.Tensor, mask: torch.Tensor, ranks: Group = SINGLE, eps: float = 1e-8) -> torch.Tensor:
+    """x shifted and scaled to mean 0 and variance 1 over the masked entries (of every rank)."""
+    total = ranks.sum(mask.sum())
+    mean = ranks.sum(masked_mean(x, mask, total))
+    var = ranks.sum(masked_mean((x - mean) ** 2, mask, total))
     return (x - mean) * torch.rsqrt(var + eps) * mask
 
 
@@ -115,17 +122,17 @@ def group_advantages(returns: torch.Tensor, group_size: int, eps: float = 1e-6) 
     return normalised.view(-1)
 
 
-def clipped_policy_loss(logp, old_logp, advantages, mask, clip_range: float) -> torch.Tensor:
+def clipped_policy_loss(logp, old_logp, advantages, mask, clip_range: float, total=None) -> torch.Tensor:
     """PPO's pessimistic surrogate: mean over tokens of max(-A r, -A clip(r, 1-c, 1+c))."""
     ratio = torch.exp(logp - old_logp)
     loss = torch.maximum(-advantages * ratio, -advantages * ratio.clamp(1 - clip_range, 1 + clip_range))
-    return masked_mean(loss, mask)
+    return masked_mean(loss, mask, total)
 
 
-def clipped_value_loss(values, old_values, returns, mask, clip_range: float) -> torch.Tensor:
+def clipped_value_loss(values, old_values, returns, mask, clip_range: float, total=None) -> torch.Tensor:
     """Half the squared error, pessimistic over the new value and the old one moved at most clip_range."""
     moved = old_values + (values - old_values).clamp(-clip_range, clip_range)
-    return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (moved - returns) ** 2), mask)
+    return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (moved - returns) ** 2), mask, total)
 
 
 # ---------------------------------------------------------------------------- training
@@ -151,13 +158,15 @@ class Esper(nn.Module):
         self.to(captioner.device)
 
     def rollout(self, features: torch.Tensor, targets: torch.Tensor, prompts: list[str],
-                rng: torch.Generator) -> dict:
-        """Sample captions and score them: everything an update needs, without gradients."""
+                rng: torch.Generator, ranks: Group = SINGLE, batch: torch.Tensor | None = None,
+                offset: int = 0) -> dict:
+        """Sample captions and score them: everything an update needs, without gradients. Over
+        data-parallel `ranks`, these are rows offset.. of the rollout whose reward targets are `batch`."""
         cfg = self.config
         with torch.no_grad():
             out = self.captioner.sample(features, prompts, cfg.temperature, rng)
             reward = clip_reward(self.clip, [t.strip() for t in out.texts], targets, cfg.reward_scale, cfg.reward_shift,
-                                 cfg.contrastive)
+                                 cfg.contrastive, batch, offset)
             logp, states, mask = self.captioner.continuation(features, prompts, out.tokens, cfg.temperature)
             ref_logp, _, _ = self.captioner.continuation(None, prompts, out.tokens, cfg.temperature)
             kl = kl_per_token(logp, ref_logp, mask)
@@ -171,50 +180,69 @@ class Esper(nn.Module):
                 last = mask.sum(1).long() - 1
                 rewards[torch.arange(len(rewards), device=rewards.device), last] += reward
                 advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
-                advantages = whiten(advantages, mask)
+                advantages = whiten(advantages, mask, ranks)
         return {"texts": out.texts, "tokens": out.tokens, "reward": reward, "kl": kl.sum(1), "mask": mask,
                 "old_logp": logp, "advantages": advantages, "old_values": values, "returns": returns}
 
-    def update(self, roll: dict, features: torch.Tensor, prompts: list[str], rows: torch.Tensor) -> dict:
-        """The loss on the rollout rows `rows` (one minibatch)."""
+    def update(self, roll: dict, features: torch.Tensor, prompts: list[str], rows: torch.Tensor,
+               total: torch.Tensor | None = None) -> dict:
+        """The loss on the rollout rows `rows` (one minibatch); given the minibatch's `total` tokens on
+        every data-parallel rank, this rank's share of it (a rank with no rows contributes zero)."""
         cfg = self.config
+        if not len(rows):
+            zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0  # zero gradients, for the sum
+            return {"policy": zero, **({"value": zero} if self.value is not None else {}), "total": zero}
         tokens = [roll["tokens"][i] for i in rows.tolist()]
         logp, states, mask = self.captioner.continuation(features[rows], [prompts[i] for i in rows.tolist()],
                                                          tokens, cfg.temperature)
         width = mask.shape[1]  # a minibatch's longest caption may be shorter than the rollout's
         pick = {k: roll[k][rows][:, :width] for k in ("old_logp", "advantages")}
-        losses = {"policy": clipped_policy_loss(logp, pick["old_logp"], pick["advantages"], mask, cfg.clip_range)}
+        losses = {"policy": clipped_policy_loss(logp, pick["old_logp"], pick["advantages"], mask, cfg.clip_range,
+                                                total)}
         if self.value is not None:
             values = self.value(states)[..., 0] * mask
             losses["value"] = clipped_value_loss(values, roll["old_values"][rows][:, :width],
-                                                 roll["returns"][rows][:, :width], mask, cfg.clip_range)
+                                                 roll["returns"][rows][:, :width], mask, cfg.clip_range, total)
         losses["total"] = losses["policy"] + cfg.value_coef * losses.get("value", 0.0)
         return losses
 
-    def fit(self, features: torch.Tensor, targets: torch.Tensor, callback=None, until: int | None = None) -> dict:
+    def fit(self, features: torch.Tensor, targets: torch.Tensor, callback=None, until: int | None = None,
+            run: Run | None = None) -> dict:
         """Train on conditions: `features` [N, feature_dim] (what the mapper reads) and `targets`
         [N, clip_dim] (the CLIP-space embeddings the reward compares captions with). No caption is
         read. callback(step, model), if given, runs before each step (e.g. to caption held-out
         images during training). `until` stops after that many steps, on the schedule of
-        config.steps (to compare runs at an early step). Returns the log: per-step mean reward (the
+        config.steps (to compare runs at an early step). `run`: over data-parallel ranks, with
+        checkpoints (training.Run; default one process). Returns the log: per-step mean reward (the
         CLIP reward of the sampled captions), KL, losses and caption length."""
         cfg = self.config
+        run = run or Run()
+        ranks = run.ranks
         self.captioner.check_features(features)
         if len(targets) != len(features):
             raise ValueError(f"{len(features)} feature rows but {len(targets)} reward targets")
-        # One stream draws the images, prompts, samples and minibatches of every rollout, on the device
-        # that samples; what the rollouts read is moved there once.
+        if cfg.batch_size < ranks.world:
+            raise ValueError(f"{cfg.batch_size} pictures per rollout cannot be shared by {ranks.world} processes")
+        # One stream draws the images, prompts and minibatches of every rollout (the same on every
+        # rank), on the device that samples; what the rollouts read is moved there once. The samples
+        # come from it too with one process (the book's runs); each rank draws its own otherwise.
         device = self.captioner.device
         rng = generator(cfg.seed, "esper-rollouts", device)
+        own = {} if ranks.world == 1 else {"esper-samples": generator(cfg.seed, f"esper-samples-{ranks.rank}", device)}
+        sampler = own.get("esper-samples", rng)
         features, targets = features.to(device), targets.to(device)
         prompt_list = list(cfg.prompts)
         shares = torch.tensor([cfg.prompts[p] for p in prompt_list], dtype=torch.float, device=device)
         optimizer = adamw(self.parameters(), cfg.lr, cfg.weight_decay)
         base = [g["lr"] for g in optimizer.param_groups]
         params = [p for p in self.parameters() if p.requires_grad]
-        log, start = {}, time.time()
+        first, log = run.restore(self, optimizer, {"esper-rollouts": rng}, own)
+        start = time.time()
         last = cfg.steps if until is None else min(until, cfg.steps)
-        for step in tqdm(range(last), desc=f"ESPER ({cfg.algorithm})", disable=not progress_enabled(), mininterval=2.0):
+        mine = ranks.block(cfg.batch_size)
+        lo, hi = mine.start * cfg.samples, mine.stop * cfg.samples  # this rank's rows of the rollout
+        for step in tqdm(range(first, last), desc=f"ESPER ({cfg.algorithm})", initial=first, total=last,
+                         disable=not (progress_enabled() and ranks.main), mininterval=2.0):
             if callback is not None:
                 callback(step, self)
             idx = torch.randint(len(features), (cfg.batch_size,), generator=rng, device=device)
@@ -222,8 +250,9 @@ class Esper(nn.Module):
             idx = idx.repeat_interleave(cfg.samples)
             prompts = [prompt_list[i] for i in prompt_idx.repeat_interleave(cfg.samples).tolist()]
             self.eval()
-            roll = self.rollout(features[idx], targets[idx], prompts, rng)
-            bad = (~torch.isfinite(roll["reward"])).sum().item()
+            roll = self.rollout(features[idx[lo:hi]], targets[idx[lo:hi]], prompts[lo:hi], sampler, ranks,
+                                targets[idx], lo)
+            bad = ranks.sum((~torch.isfinite(roll["reward"])).sum()).item()
             if bad:
                 kept = f"as after step {step - 1}" if step else "as before training"
                 raise FloatingPointError(f"ESPER step {step}: the reward is not finite for {bad} of {len(idx)} "
@@ -234,11 +263,14 @@ class Esper(nn.Module):
             for _ in range(cfg.epochs):
                 order = torch.randperm(len(idx), generator=rng, device=device)
                 for rows in order.chunk(cfg.minibatches):
-                    losses = self.update(roll, features[idx], prompts, rows)
-                    optimizer_step(optimizer, losses["total"], [params], 1.0, f"ESPER step {step}")
-            entry = {"reward": roll["reward"].mean(), "kl": roll["kl"].mean(),
-                     "length": roll["mask"].sum(1).mean(), **{k: v.detach() for k, v in losses.items()}}
+                    rows = rows[(rows >= lo) & (rows < hi)] - lo
+                    total = None if ranks.world == 1 else ranks.sum(roll["mask"][rows].sum())
+                    losses = self.update(roll, features[idx[lo:hi]], prompts[lo:hi], rows, total)
+                    optimizer_step(optimizer, losses["total"], [params], 1.0, f"ESPER step {step}", ranks)
+            entry = {"reward": ranks.mean(roll["reward"]), "kl": ranks.mean(roll["kl"]),
+                     "length": ranks.mean(roll["mask"].sum(1)), **{k: ranks.sum(v.detach()) for k, v in losses.items()}}
             for name, value in entry.items():
                 log.setdefault(name, []).append(round(float(value), 6))
+            run.after_step(step, last - 1, self, optimizer, {"esper-rollouts": rng}, log, own)
         self.eval()
         return log | {"seconds": round(time.time() - start, 2), "steps": len(log.get("reward", []))}

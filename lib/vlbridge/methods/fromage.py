@@ -31,9 +31,10 @@ from .. import bridge as br
 from .. import checkpoint
 from ..bridge import Embeds, Text
 from ..contracts import Backbones
+from ..distributed import SINGLE, Group, gather_rows
 from ..features import check_image_input, feature_dim, image_features
 from ..repro import generator
-from ..training import adamw, train_loop
+from ..training import Run, adamw, train_loop
 
 RET = "[RET]"
 
@@ -167,28 +168,34 @@ class Fromage(checkpoint.Trained, nn.Module):
 
     # ------------------------------------------------------------------ training
     def losses(self, features: torch.Tensor, captions: dict[int, str], pairs: list[tuple[int, ...]],
-               queries: dict[int, str] | None = None, captioned: int | None = None) -> dict:
+               queries: dict[int, str] | None = None, captioned: int | None = None,
+               ranks: Group = SINGLE) -> dict:
         """Losses on examples, each one or two (image, caption) pairs given by indices in `pairs`;
         `queries` are the texts that retrieve each image (default: its caption). The retrieval losses
         read every example, the captioning loss the first `captioned` (default: all): text-only
-        retrieval sequences are cheap, and contrastive learning gains from more negatives."""
+        retrieval sequences are cheap, and contrastive learning gains from more negatives. Over
+        data-parallel `ranks`, `pairs` is the global batch: this rank reads its block of each kind of
+        example and returns its share of every loss (distributed.py)."""
         queries = queries or captions
-        caption_seqs, retrieval_seqs, targets = [], [], []
-        shown = sorted({i for example in pairs[:captioned] for i in example})
+        for_caption = pairs[:captioned]
+        mine = ranks.take(for_caption)
+        retrieval_blocks = ranks.blocks(len(pairs))
+        shown = sorted({i for example in mine for i in example})
         images = dict(zip(shown, self.image_segments(features[shown])))
-        for n, example in enumerate(pairs):
-            if captioned is None or n < captioned:
-                caption_seqs.append([s for i in example for s in (images[i], Text(captions[i], learn=True))])
+        caption_seqs = [[s for i in example for s in (images[i], Text(captions[i], learn=True))] for example in mine]
+        retrieval_seqs = []
+        for n in retrieval_blocks[ranks.rank]:
             retrieval_seq = []
-            for i in example:
+            for i in pairs[n]:
                 retrieval_seq = self._end_query([*retrieval_seq, Text(queries[i], learn=True)])
-                targets.append(i)
             retrieval_seqs.append(retrieval_seq)
+        targets = [i for example in pairs for i in example]  # every rank's [RET]s, in rank order
         caption_batch = br.assemble(self.lm, caption_seqs)
         _, caption_logits = br.forward(self.lm, caption_batch, self.extra)
         retrieval_batch = br.assemble(self.lm, retrieval_seqs)
         hidden, retrieval_logits = br.forward(self.lm, retrieval_batch, self.extra)
-        text = self.retrieval_from_batch(hidden, retrieval_batch, every=True)
+        text = gather_rows(self.retrieval_from_batch(hidden, retrieval_batch, every=True),
+                           [sum(len(pairs[n]) for n in block) for block in retrieval_blocks], ranks)
         index = torch.tensor(targets, device=self.device)
         image = self.image_retrieval(features[index])
         logits = self.logit_scale.exp().clamp(max=100.0) * text @ image.T
@@ -196,17 +203,19 @@ class Fromage(checkpoint.Trained, nn.Module):
         same = (index[:, None] == index[None, :]).float()
         soft = same / same.sum(1, keepdim=True)  # symmetric: a duplicate group shares its row sum
         contrastive = 0.5 * (F.cross_entropy(logits, soft) + F.cross_entropy(logits.T, soft))
-        losses = {"caption": br.next_token_loss(caption_logits, caption_batch.targets),
-                  "ret_text": br.next_token_loss(retrieval_logits, retrieval_batch.targets),
-                  "contrastive": contrastive}
+        losses = {"caption": br.next_token_loss(caption_logits, caption_batch.targets, ranks),
+                  "ret_text": br.next_token_loss(retrieval_logits, retrieval_batch.targets, ranks),
+                  "contrastive": contrastive / ranks.world}  # every rank computes it whole: a share each
         losses["total"] = losses["caption"] + losses["ret_text"] + losses["contrastive"]
         return losses
 
-    def fit(self, features: torch.Tensor, caption_fn, query_fn=None) -> dict:
+    def fit(self, features: torch.Tensor, caption_fn, query_fn=None, run: Run | None = None) -> dict:
         """Train on image features [N, feature_dim] (from `features`: computed once, before training)
         and captions drawn by caption_fn(index, step) -> str; query_fn(index, step) -> str, if given,
-        draws the texts that learn to retrieve each image (else they are the captions). Returns the
+        draws the texts that learn to retrieve each image (else they are the captions). `run`: over
+        data-parallel ranks, with checkpoints (training.Run; default one process). Returns the
         training log."""
+        run = run or Run()
         cfg = self.config
         order = generator(cfg.seed, "fromage-batches")  # data order is drawn on the CPU, the same on every device
         features = self.as_features(features)  # moved to the device once, not every step
@@ -220,14 +229,14 @@ class Fromage(checkpoint.Trained, nn.Module):
             pairs = [(i, j) if t else (i,) for i, j, t in zip(idx, partner, two.tolist())]
             captions = {i: caption_fn(i, step) for example in pairs for i in example}
             queries = {i: query_fn(i, step) for i in captions} if query_fn else None
-            return self.losses(features, captions, pairs, queries, captioned=cfg.batch_size)
+            return self.losses(features, captions, pairs, queries, captioned=cfg.batch_size, ranks=run.ranks)
 
         optimizer = adamw(self.parameters(), cfg.lr, cfg.weight_decay)
         # The captioning loss trains the image bridge, the retrieval losses everything else.
         bridge = list(self.image_to_lm.parameters())
         retrieval = [p for p in self.parameters() if all(p is not b for b in bridge)]
         return train_loop(self, optimizer, cfg.steps, cfg.warmup_steps, loss_fn, "FROMAGe",
-                          clip_groups=[bridge, retrieval])
+                          clip_groups=[bridge, retrieval], streams={"fromage-batches": order}, run=run)
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

@@ -27,7 +27,7 @@ from ..bridge import Text
 from ..contracts import Backbones
 from ..critics import LoggingCritic
 from ..repro import generator
-from ..training import adamw, train_loop
+from ..training import Run, adamw, train_loop
 from ..world import explained, split_answer, vqa_prompt
 from .fromage import Fromage
 
@@ -155,10 +155,12 @@ def answer(model, features: torch.Tensor, items: list, max_new_tokens: int = 40,
 
 
 def tune(model, features: torch.Tensor, items: list, rationales: list[Example], answers: list[Example],
-         config: FeedbackConfig, steps: int, name: str = "feedback") -> dict:
+         config: FeedbackConfig, steps: int, name: str = "feedback", run: Run | None = None) -> dict:
     """Teacher-forced tuning of the trainable parts on rationale examples (`answer because
     rationale .`) mixed with answer-only examples, in the proportion config.answer_only_per_rationale
-    (only answers while the critic has kept nothing yet). Returns the training log."""
+    (only answers while the critic has kept nothing yet). `run`: over data-parallel ranks (each
+    reads its block of every step's batch), with checkpoints (training.Run). Returns the training log."""
+    run = run or Run()
     if not rationales and not answers:
         raise ValueError("nothing to tune on: no rationale and no answer-only examples")
     order = generator(config.seed, f"{name}-batches")
@@ -170,14 +172,16 @@ def tune(model, features: torch.Tensor, items: list, rationales: list[Example], 
 
     def loss_fn(step: int) -> torch.Tensor:
         chosen = draw(rationales, n_rationale) + draw(answers, config.batch_size - n_rationale)
+        chosen = run.ranks.take(chosen)  # this rank's block of the step's batch
         rows = [e.index for e in chosen]
         sequences = [[*prompt, Text(e.answer if e.rationale is None else explained(e.answer, e.rationale),
                                     learn=True)]
                      for prompt, e in zip(_prompts(model, features[rows], [items[i] for i in rows]), chosen)]
-        return br.teacher_forced_loss(model.lm, sequences)
+        return br.teacher_forced_loss(model.lm, sequences, run.ranks)
 
     optimizer = adamw(trainable(model), config.lr, config.weight_decay)
-    return train_loop(model.image_to_lm, optimizer, steps, config.warmup_steps, loss_fn, name)
+    return train_loop(model.image_to_lm, optimizer, steps, config.warmup_steps, loss_fn, name,
+                      streams={f"{name}-batches": order}, run=run)
 
 
 def answer_only(items: list) -> list[Example]:
