@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from vlbridge import backbones, world
-from vlbridge.book import store
+from vlbridge.book import recipes, store
 from vlbridge.book.chapter import Chapter
 from vlbridge.contracts import Backbones
 from vlbridge.eval import caption_scores, grounded_scores, mean_reciprocal_rank, ndcg, recall_at_k
@@ -102,37 +102,18 @@ print(f"CLIP {clip_model}: embedding {clip.embed_dim}-d, images {clip.image_size
 # the texts that learn to retrieve (the `[RET]` and contrastive losses) are a fresh varied caption
 # every step, as are the test queries. (Trained on canonical captions alone, `[RET]` retrieved from
 # varied queries at R@1 0.23, with the earlier LM.)
+#
+# **Where the bridge comes from.** `recipes.obtain` trains it here, in this process, and keeps it
+# in the store under this chapter's parameters. If the store already holds one for exactly these
+# parameters — trained by `vlbridge train fromage` (on many GPUs or nodes, README "Training at
+# scale") or by an earlier run of this chapter — it is loaded instead, with its training log: the
+# chapter then evaluates what the cluster trained, through the same code.
 
 # %%
-config = FromageConfig(image_tokens=image_tokens, image_input=image_input, bridge=bridge,
-                       retrieval_dim=retrieval_dim, steps=steps, batch_size=batch_size,
-                       retrieval_batch_size=retrieval_batch_size, lr=lr,
-                       weight_decay=weight_decay, warmup_steps=warmup_steps, seed=seed)
-model = Fromage(clip, lm, config)
-if train_tsv:
-    from vlbridge.features import cc3m_pairs
-
-    if image_input != "embedding":
-        raise ValueError("training from a TSV reads CLIP embeddings only: set image_input: embedding")
-    train_features, train_texts = cc3m_pairs(train_tsv, train_images, clip)
-
-    def caption_of(i, step):
-        return train_texts[i]
-
-    query_of = caption_of
-else:
-    if train_captions not in ("canonical", "varied"):
-        raise ValueError(f"train_captions must be 'canonical' or 'varied', got {train_captions!r}")
-    train_pool = world.scenes(0, train_scenes)
-    train_features = model.features(world.render_array(train_pool, clip.image_size))
-
-    def query_of(i, step):
-        return world.caption(train_pool[i], world.scene_rng(train_pool[i].seed, 1000 + step))
-
-    def caption_of(i, step):
-        return world.canonical_caption(train_pool[i]) if train_captions == "canonical" else query_of(i, step)
-
-log = model.fit(train_features, caption_of, query_of)
+data = recipes.grounding_data(params, clip)  # features computed once; the ablations below reuse them
+train_features = data.features
+model, record = recipes.obtain("fromage", params, Backbones(clip, lm), data)
+log = record["log"]
 trainable = model.trainable_parameters()
 print(f"trained {steps} steps x {batch_size} (took {log['seconds']:.1f} s)")
 print(f"trainable parameters: {trainable:,}; frozen: {frozen:,} ({frozen / (frozen + trainable):.4f} of all)")
@@ -373,10 +354,10 @@ short = {}
 embedding_only = train_features[:, :clip.embed_dim]
 for name, variant in ablations.items():
     for key in ("bridge", "retrieval_dim", "batch_size", "lr", "weight_decay", "warmup_steps", "seed"):
-        setattr(variant, key, getattr(config, key))
+        setattr(variant, key, getattr(model.config, key))
     variant.steps = ablation_steps
     other = Fromage(clip, lm, variant)
-    other.fit(embedding_only, caption_of, query_of)
+    other.fit(embedding_only, data.caption_of, data.query_of)
     emb = held_features[:, :clip.embed_dim]
     short[name] = {"f1": grounded_scores(other.caption(emb), held)["f1"],
                    "t2i_r1": recall_at_k(other.text_retrieval(queries) @ other.image_retrieval(emb).T, same_scene)[1]}
@@ -396,8 +377,7 @@ ch.record(t2i_r1_k1=short["embedding, k=1"]["t2i_r1"], t2i_r1_k4=short["embeddin
 # under this chapter's parameters: chapter 6 loads it from there.
 
 # %%
-saved = store.save_trained(ch.name, "fromage", params, model.save,
-                           {"train_seconds": log["seconds"], "captioned_images": len(train_features)})
+saved = store.entry_dir(ch.name, "fromage", params)  # where recipes.obtain saved it
 reloaded = Fromage.load(saved, Backbones(clip, lm))
 print(", ".join(f"{p.name} {p.stat().st_size / 1e6:.2f} MB" for p in sorted(saved.iterdir()) if p.name != store.RECORD))
 print("reloaded captions identical:", reloaded.caption(held_features[:20]) == captions[:20])

@@ -10,6 +10,7 @@ EPILOG = """examples:
   vlbridge run all --profile default              the whole book into results/default/
   vlbridge run 02 --profile smoke --set seed=1    one chapter, one parameter changed (into results/scratch/)
   vlbridge params backbones --profile default     the merged parameters a run would get
+  vlbridge train fromage -p smoke --nproc 2       train one model on 2 processes, into the store (train --help)
   vlbridge export coco --out /tmp/mw --count 100  microworld scenes as COCO captions + PNGs
   vlbridge readme                                 copy results/default/scoreboard.md into README.md
 
@@ -63,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     params.add_argument("--profile", "-p", default="default")
     params.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    sub.add_parser("train", help="train one model on 1..N processes (torchrun) into the store; see train --help",
+                   add_help=False)
     sub.add_parser("list", help="list chapters and profiles")
     sub.add_parser("readme", help="copy the default scoreboard into README.md",
                    description="Copy results/default/scoreboard.md (written by chapter 6) into README.md, "
@@ -140,8 +143,14 @@ def main(argv=None) -> int:
     from .readme import ReadmeError
     from .runner import RunError
 
-    args = _parser().parse_args(argv)
-    handler = {"run": _run, "params": _params, "list": _list, "export": _export, "readme": _readme}[args.command]
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # its own parser (book/train.py), shared with `torchrun -m vlbridge.train`
+        from .train import main as train_main
+
+        handler, args = train_main, argv[1:]
+    else:
+        args = _parser().parse_args(argv)
+        handler = {"run": _run, "params": _params, "list": _list, "export": _export, "readme": _readme}[args.command]
     try:
         return handler(args)
     except (ConfigError, ProjectNotFoundError, DataError, BackboneNotFoundError, ReadmeError) as e:

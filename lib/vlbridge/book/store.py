@@ -44,6 +44,18 @@ def entry_dir(chapter: str, name: str, params: dict) -> Path:
     return cache_root() / "trained" / chapter / f"{name}-{hashlib.sha256(canonical.encode()).hexdigest()[:12]}"
 
 
+def training_code() -> str:
+    """A hash of the library's code outside book/: what builds, trains and saves a model. A chapter
+    loads a stored model only if it was trained by this code (recipes.obtain); chapter 6 reads
+    entries by parameters alone, since it runs after the chapters that saved them."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        if path.relative_to(package).parts[0] != "book":
+            digest.update(path.relative_to(package).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def save_trained(chapter: str, name: str, params: dict, save, record: dict | None = None) -> Path:
     """Call save(folder) into a staging folder, add record.json, and put it in place as the entry for
     (chapter, name, params). Returns the entry's folder."""

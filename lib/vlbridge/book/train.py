@@ -1,0 +1,144 @@
+"""`vlbridge train MODEL`: train one of the book's models outside a notebook, on 1..N processes.
+
+Every process (a torchrun rank) builds the same frozen backbones and the model from the merged
+parameters of the chapter that saves MODEL, trains its block of every batch (`vlbridge.distributed`)
+and checkpoints into the run folder; rank 0 saves the result into the store under those parameters,
+where the chapter (and chapter 6) then find it. `--nproc N` starts N local processes through
+torchrun; for several nodes run torchrun yourself (README, "Training at scale"):
+
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
+        -m vlbridge.train fromage --profile paper-fromage
+
+The run folder (default: <cache>/runs/<chapter>/<model>-<key>, where the store key of these
+parameters is used, so `--resume` finds it again) holds the checkpoints and train.json: the log,
+the parameters, the number of processes, and where the model was saved.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+EPILOG = """examples:
+  vlbridge train fromage --profile smoke                 one process
+  vlbridge train fromage -p smoke --nproc 2               two processes on this machine (gloo on CPU, NCCL on GPUs)
+  vlbridge train esper_grpo -p default --set steps=150    another parameter, another store entry
+  vlbridge train fromage -p smoke --nproc 2 --resume      continue from the last complete checkpoint
+
+Checkpoints are written every --checkpoint-every steps and when SIGTERM arrives; --resume continues
+from the newest complete one with the same number of processes, and ends with the weights an
+uninterrupted run ends with."""
+
+
+def parser() -> argparse.ArgumentParser:
+    from .recipes import RECIPES
+
+    p = argparse.ArgumentParser(
+        prog="vlbridge train", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train one of the book's models from its chapter's parameters, on 1..N processes, into the "
+                    "store the chapters load from.")
+    p.add_argument("model", choices=list(RECIPES), metavar="MODEL",
+                   help=f"what to train: {', '.join(f'{n} (chapter {r.chapter[:2]})' for n, r in RECIPES.items())}")
+    p.add_argument("--profile", "-p", default="default", help="a profile name or a custom profile's .yaml path")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one of the chapter's parameters (value read as YAML); repeatable")
+    p.add_argument("--nproc", type=int, default=1, help="processes on this machine, started through torchrun")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last complete checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=50, metavar="K",
+                   help="steps between checkpoints (default 50; 0: only on SIGTERM)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the run folder: checkpoints and train.json (default: under the cache, by parameters)")
+    return p
+
+
+def _launch(args, argv: list[str]) -> int:
+    """Start args.nproc copies of this command under torchrun (single node, a free port)."""
+    rest, skip = [], False
+    for arg in argv:  # every argument but --nproc goes to the workers
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+               "-m", "vlbridge.train", *rest]
+    return subprocess.call(command)
+
+
+def run_folder(args, chapter: str, params: dict) -> Path:
+    from ..paths import cache_root
+    from . import store
+
+    return args.out or cache_root() / "runs" / chapter / store.entry_dir(chapter, args.model, params).name
+
+
+def train(args) -> Path:
+    """Train on this process's rank; returns the store entry (rank 0) or the run folder."""
+    from .. import backbones, distributed, repro
+    from ..contracts import Backbones
+    from ..paths import atomic_write_json
+    from ..resume import RunCheckpoints
+    from ..training import Run
+    from . import config, recipes, store
+
+    found = recipes.recipe(args.model)
+    params = config.merged_parameters(found.chapter, args.profile, args.overrides)
+    device = distributed.local_device(params["device"])
+    ranks = distributed.start(device)
+
+    def say(text: str) -> None:
+        if ranks.main:
+            print(f"[vlbridge train] {text}", flush=True)
+
+    repro.setup(params["seed"], params["threads"], device)
+    folder = run_folder(args, found.chapter, params)
+    say(f"{args.model} (chapter {found.chapter}), profile {args.profile}, {ranks.world} process(es); "
+        f"run folder {folder}")
+    # Rank 0 builds any missing stand-in backbone first; the others then read it from the cache.
+    if not ranks.main:
+        ranks.barrier()
+    clip = backbones.load_clip(params["clip_model"], device=device, dtype=params.get("dtype", "float32"))
+    lm = backbones.load_lm(params["lm_model"], device=device, dtype=params.get("dtype", "float32"))
+    if ranks.main:
+        ranks.barrier()
+    frozen = [*clip.model.parameters(), *lm.model.parameters()]
+    distributed.check_replicated(frozen, ranks, "the frozen backbones' weights")
+    start = time.time()
+    with RunCheckpoints(folder, args.checkpoint_every, ranks, args.resume, say) as checkpoints:
+        model, log, fields = found.train(params, Backbones(clip, lm), Run(ranks, checkpoints))
+    seconds = round(time.time() - start, 2)
+    distributed.check_replicated([p for p in model.parameters() if p.requires_grad], ranks, "the trained weights")
+    entry = folder
+    if ranks.main:
+        record = {"train_seconds": seconds, **fields, "log": log, "code": store.training_code(),
+                  "trained_by": f"vlbridge train, {ranks.world} process(es)"}
+        entry = store.save_trained(found.chapter, args.model, params, model.save, record)
+        atomic_write_json(folder / "train.json", {"model": args.model, "chapter": found.chapter, "params": params,
+                                                  "processes": ranks.world, "seconds": seconds, "entry": str(entry),
+                                                  "log": log})
+        say(f"trained {log['steps']} steps in {seconds:.1f} s; saved {entry}")
+    ranks.barrier()
+    distributed.finish()
+    return entry
+
+
+def main(argv=None) -> int:
+    from ..resume import Stopped
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser().parse_args(argv)
+    if args.nproc < 1:
+        parser().error(f"--nproc must be at least 1, got {args.nproc}")
+    if args.nproc > 1 and "RANK" not in os.environ:
+        return _launch(args, argv)
+    try:
+        train(args)
+    except Stopped as e:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"[vlbridge train] {e}", file=sys.stderr, flush=True)
+        return 143
+    return 0
