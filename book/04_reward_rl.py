@@ -45,11 +45,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 from vlbridge import backbones, world
 from vlbridge.audio_encoder import audio_embeddings, sound_features, train_audio_encoder
-from vlbridge.book import store
+from vlbridge.book import recipes, store
 from vlbridge.book.chapter import Chapter
 from vlbridge.contracts import Backbones
 from vlbridge.data.esp import ESP_CAPTION_FIELDS, load_esp
@@ -57,9 +56,8 @@ from vlbridge.eval import grounded_scores
 from vlbridge.eval.attributes import ALL_ATTRIBUTES
 from vlbridge.eval.style import default_style_classifier, style_accuracy
 from vlbridge.features import image_features
-from vlbridge.methods.clipcap import ClipCapConfig, fit_supervised
 from vlbridge.methods.esper import Esper, EsperConfig
-from vlbridge.methods.prefix import PLAIN_PROMPT, PrefixCaptioner, PrefixConfig
+from vlbridge.methods.prefix import PLAIN_PROMPT, PrefixCaptioner
 from vlbridge.plots import curves, image_grid
 from vlbridge.probes import repeat_copy_accuracy
 from vlbridge.repro import generator
@@ -124,38 +122,22 @@ print(f"CLIP {clip_model}: embedding {clip.embed_dim}-d; LM {lm_model}: {lm.embe
 # scene (grounded attribute precision, recall and F1 over shape, colour, size and position).
 
 # %%
-if train_json:
-    from vlbridge.data.karpathy import load_karpathy
-    from vlbridge.features import karpathy_features
-
-    records = load_karpathy(train_json, train_images)[:train_scenes]
-    train_features = karpathy_features(records, clip, image_input)  # opened and encoded in batches
-    train_captions = [r.captions[0] for r in records]
-else:
-    train_pool = world.scenes(0, train_scenes)
-    train_features = image_features(clip, world.render_array(train_pool, clip.image_size), image_input)
-    train_captions = [world.canonical_caption(s).removeprefix(PLAIN_PROMPT + " ") for s in train_pool]
-train_targets = train_features[:, :clip.embed_dim]  # what the reward compares captions with
+data = recipes.reward_data(params, clip)  # a Karpathy split's images, or microworld scenes, encoded once
+train_features, train_targets = data.features, data.targets  # the targets: what the reward compares captions with
+both = Backbones(clip, lm)  # the frozen pair every mapper here is built on
 held = world.scenes(world.HELDOUT_START, eval_scenes)
 held_images = world.render_array(held, clip.image_size)
 held_features = image_features(clip, held_images, image_input)
 print(f"{len(train_features)} training pictures, {eval_scenes} held-out; features {train_features.shape[1]}-d")
 
 
-def new_captioner(encoder: str = f"{clip_model}:{image_input}", dim: int = train_features.shape[1]) -> PrefixCaptioner:
-    torch.manual_seed(seed)  # the same initial mapper for every run
-    return PrefixCaptioner(lm, PrefixConfig(encoder, dim, prefix_tokens, max_new_tokens=max_new_tokens))
+def new_captioner(encoder: str | None = None, dim: int | None = None) -> PrefixCaptioner:
+    """The same initial mapper for every run (seeded), reading the chapter's features by default."""
+    return recipes.new_captioner(params, lm, encoder, dim, data)
 
 
 def esper_config(algorithm: str, group: int = grpo_group, **changes) -> EsperConfig:
-    grpo = algorithm == "grpo"
-    settings = dict(algorithm=algorithm, steps=steps, batch_size=episodes // group if grpo else episodes,
-                    samples=group if grpo else 1, temperature=temperature, kl_coef=kl_coef,
-                    contrastive=contrastive_reward, reward_scale=reward_scale, reward_shift=reward_shift,
-                    lr=lr, warmup_steps=warmup_steps,
-                    epochs=epochs, minibatches=minibatches, clip_range=clip_range, gamma=gae_gamma,
-                    lam=gae_lambda, seed=seed)
-    return EsperConfig(**(settings | changes))
+    return recipes.esper_config(params, algorithm, group, **changes)
 
 
 def score(captions, scenes=held, attributes=ALL_ATTRIBUTES) -> dict:
@@ -173,9 +155,8 @@ def score(captions, scenes=held, attributes=ALL_ATTRIBUTES) -> dict:
 blind = new_captioner().sample(None, [PLAIN_PROMPT] * eval_scenes, temperature,
                                              generator(seed, "no-image floor", device)).texts
 floor = score(blind)
-supervised = new_captioner()
-sup_log = fit_supervised(supervised, train_features, lambda i, step: train_captions[i],
-                         ClipCapConfig(steps=supervised_steps, lr=supervised_lr, seed=seed))
+supervised, sup_record = recipes.obtain("clipcap", params, both, data)  # trained here, or by vlbridge train
+sup_log = sup_record["log"]
 supervised_captions = supervised.caption(held_features)
 supervised_scores = score(supervised_captions)
 print(f"no image:   F1 {floor['f1']:.4f}   e.g. '{blind[0].strip()}'")
@@ -188,11 +169,15 @@ ch.record(noimage_attr_f1=floor["f1"], supervised_attr_f1=supervised_scores["f1"
 #
 # `episodes` captions per step: `episodes / grpo_group` training pictures, `grpo_group` captions
 # each. Captions of a few held-out pictures are written (greedily) before training, half-way and at
-# the end.
+# the end: the store entry keeps the mapper at those steps.
+#
+# ClipCap above, GRPO and PPO come from `recipes.obtain`, as chapter 3's FROMAGe does: trained here
+# and kept in the store under this chapter's parameters, or loaded from there if `vlbridge train`
+# (on many GPUs, README "Training at scale") or an earlier run of this chapter already trained them.
 
 # %%
 shown = held_features[:examples]
-stages, snapshot = {}, {}
+stages = {}
 
 
 def fluency(captioner, features) -> float:
@@ -202,23 +187,20 @@ def fluency(captioner, features) -> float:
     return float((logp * mask).sum() / mask.sum())
 
 
-def early(model) -> dict:
+def early(captioner) -> dict:
     """What the KL sweep compares, after sweep_steps steps."""
-    return {"f1": score(model.captioner.caption(held_features))["f1"],
-            "fluency": fluency(model.captioner, held_features), "example": model.captioner.caption(shown[:1])[0]}
+    return {"f1": score(captioner.caption(held_features))["f1"],
+            "fluency": fluency(captioner, held_features), "example": captioner.caption(shown[:1])[0]}
 
 
-def watch(step, model):
-    if step in (0, steps // 2):
-        stages[f"step {step}"] = model.captioner.caption(shown)
-    if step == sweep_steps:
-        snapshot.update(early(model))
-
-
-grpo = Esper(new_captioner(), clip, esper_config("grpo"))
-grpo_log = grpo.fit(train_features, train_targets, callback=watch)
-stages[f"step {steps}"] = grpo.captioner.caption(shown)
-grpo_captions = grpo.captioner.caption(held_features)
+# Trained here (or by `vlbridge train esper_grpo`), keeping the mapper at the steps looked at below.
+grpo, grpo_record = recipes.obtain("esper_grpo", params, both, data)
+grpo_log = grpo_record["log"]
+for step in (0, steps // 2):
+    stages[f"step {step}"] = recipes.snapshot("esper_grpo", params, step, both).caption(shown)
+snapshot = early(recipes.snapshot("esper_grpo", params, sweep_steps, both))
+stages[f"step {steps}"] = grpo.caption(shown)
+grpo_captions = grpo.caption(held_features)
 grpo_scores = score(grpo_captions)
 print(f"GRPO: {steps} steps x {episodes} captions (took {grpo_log['seconds']:.1f} s); "
       f"F1 {grpo_scores['f1']:.4f} (precision {grpo_scores['precision']:.4f}, recall {grpo_scores['recall']:.4f})")
@@ -241,9 +223,9 @@ plt.show()
 # and value losses.
 
 # %%
-ppo = Esper(new_captioner(), clip, esper_config("ppo"))
-ppo_log = ppo.fit(train_features, train_targets)
-ppo_captions = ppo.captioner.caption(held_features)
+ppo, ppo_record = recipes.obtain("esper_ppo", params, both, data)
+ppo_log = ppo_record["log"]
+ppo_captions = ppo.caption(held_features)
 ppo_scores = score(ppo_captions)
 print(f"PPO: {steps} steps x {episodes} captions (took {ppo_log['seconds']:.1f} s); F1 {ppo_scores['f1']:.4f}")
 
@@ -260,7 +242,7 @@ reward_start, reward_end = head_tail(grpo_log["reward"])
 ch.record(reward_start=reward_start, reward_end=reward_end, ppo_reward_end=head_tail(ppo_log["reward"])[1],
           grpo_attr_f1=grpo_scores["f1"], ppo_attr_f1=ppo_scores["f1"],
           train_seconds=grpo_log["seconds"], ppo_train_seconds=ppo_log["seconds"],
-          trainable_params=grpo.captioner.trainable_parameters(), frozen_params=frozen)
+          trainable_params=grpo.trainable_parameters(), frozen_params=frozen)
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
 curves({"GRPO": grpo_log["reward"], "PPO": ppo_log["reward"]}, ylabel="reward (sampled captions)", smooth=10,
@@ -321,11 +303,10 @@ ch.record(lm_copies_shape=copied["shape"], lm_copies_colour=copied["colour"])
 
 # %%
 classifier = default_style_classifier(seed=seed)
-styled = copy.deepcopy(grpo)
 prompts = {world.style_prompt(s): 1.0 for s in world.STYLES}
-styled.config = esper_config("grpo", steps=style_steps, prompts=prompts, warmup_steps=0,
-                              batch_size=style_episodes // grpo_group)
-before_style = {s: grpo.captioner.caption(held_features, world.style_prompt(s)) for s in world.STYLES}
+styled = Esper(copy.deepcopy(grpo), clip, esper_config("grpo", steps=style_steps, prompts=prompts, warmup_steps=0,
+                                                       batch_size=style_episodes // grpo_group))
+before_style = {s: grpo.caption(held_features, world.style_prompt(s)) for s in world.STYLES}
 style_log = styled.fit(train_features, train_targets)
 after_style = {s: styled.captioner.caption(held_features, world.style_prompt(s)) for s in world.STYLES}
 print(f"{'style':12s} {'prompted only':>22s}   {'after style RL':>22s}")
@@ -415,7 +396,7 @@ sweep = {kl_coef: snapshot | {"reward": head_tail(grpo_log["reward"][:sweep_step
 for coef in kl_sweep:
     run = Esper(new_captioner(), clip, esper_config("grpo", kl_coef=coef))
     log = run.fit(train_features, train_targets, until=sweep_steps)
-    sweep[coef] = early(run) | {"reward": head_tail(log["reward"], 5)[1], "kl": head_tail(log["kl"], 5)[1]}
+    sweep[coef] = early(run.captioner) | {"reward": head_tail(log["reward"], 5)[1], "kl": head_tail(log["kl"], 5)[1]}
 sweep = dict(sorted(sweep.items()))
 print(f"{'KL coef':>8s} {'F1':>8s} {'reward':>8s} {'KL':>8s} {'log p/token':>12s}  example")
 for coef, r in sweep.items():
@@ -431,15 +412,13 @@ ch.record(kl_sweep={str(k): {m: v for m, v in r.items() if m != "example"} for k
 # under this chapter's parameters: chapter 6 loads them from there.
 
 # %%
-seconds = {"clipcap": sup_log["seconds"], "esper_grpo": grpo_log["seconds"], "esper_ppo": ppo_log["seconds"],
-           "esper_style": grpo_log["seconds"] + style_log["seconds"],  # from the frozen backbones: GRPO, then style RL
+# ClipCap, GRPO and PPO were saved by recipes.obtain, as they were trained; the rest are saved here.
+saved = {name: store.entry_dir(ch.name, name, params) for name in ("clipcap", "esper_grpo", "esper_ppo")}
+seconds = {"esper_style": grpo_log["seconds"] + style_log["seconds"],  # from the frozen backbones: GRPO, then style RL
            "esper_audio": audio_log["seconds"] + heard_log["seconds"]}  # the audio encoder, then RL
-captioners = {"clipcap": supervised, "esper_grpo": grpo.captioner, "esper_ppo": ppo.captioner,
-              "esper_style": styled.captioner, "esper_audio": heard.captioner}
-saved = {name: store.save_trained(ch.name, name, params, captioner.save,
-                                  {"train_seconds": seconds[name],
-                                   "captioned_images": len(train_features) if name == "clipcap" else 0})
-         for name, captioner in captioners.items()}
+for name, captioner in {"esper_style": styled.captioner, "esper_audio": heard.captioner}.items():
+    saved[name] = store.save_trained(ch.name, name, params, captioner.save,
+                                     {"train_seconds": seconds[name], "captioned_images": 0})
 store.save_trained(ch.name, "audio_encoder", params, audio_encoder.save,
                    {"train_seconds": audio_log["seconds"], "captioned_images": 0})
 reloaded = PrefixCaptioner.load(saved["esper_grpo"], Backbones(clip, lm))

@@ -10,7 +10,7 @@ LIB = Path(__file__).resolve().parents[1] / "lib" / "vlbridge"
 # Lowest first. A module may import from a lower layer, or from its own package (folder).
 LAYERS = [
     {"contracts", "repro", "paths", "world", "distributed"},  # foundations; the world imports nothing outside world/
-    {"resume"},  # a training run's checkpoints (on paths and distributed)
+    {"resume", "fsdp"},  # a training run's checkpoints; a frozen LM sharded over ranks (on distributed)
     {"data", "training", "bridge", "checkpoint"},  # files in; optimisation; the splice into the LM; saving
     {"backbones", "features"},  # frozen encoders and LMs; what a bridge is shown of an image
     {"audio_encoder", "eval", "critics"},  # a trained encoder; every metric; the critics

@@ -9,8 +9,11 @@ or by an earlier run of the chapter), else the model trained now, and saved.
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -66,7 +69,7 @@ def fromage_config(p: dict) -> FromageConfig:
                          weight_decay=p["weight_decay"], warmup_steps=p["warmup_steps"], seed=p["seed"])
 
 
-def train_fromage(p: dict, backbones: Backbones, run: Run, data: CaptionData | None = None):
+def train_fromage(p: dict, backbones: Backbones, run: Run, data: CaptionData | None = None, snapshots=None):
     model = Fromage(backbones.clip, backbones.lm, fromage_config(p))
     data = data or grounding_data(p, backbones.clip)
     log = model.fit(data.features, data.caption_of, data.query_of, run=run)
@@ -124,7 +127,7 @@ def esper_config(p: dict, algorithm: str, group: int | None = None, **changes) -
     return EsperConfig(**(settings | changes))
 
 
-def train_clipcap(p: dict, backbones: Backbones, run: Run, data: RewardData | None = None):
+def train_clipcap(p: dict, backbones: Backbones, run: Run, data: RewardData | None = None, snapshots=None):
     data = data or reward_data(p, backbones.clip)
     model = new_captioner(p, backbones.lm, data=data)
     log = fit_supervised(model, data.features, lambda i, step: data.captions[i],
@@ -132,11 +135,24 @@ def train_clipcap(p: dict, backbones: Backbones, run: Run, data: RewardData | No
     return model, log, {"captioned_images": len(data.features)}
 
 
+def snapshot_steps(p: dict, algorithm: str) -> tuple[int, ...]:
+    """The steps at which chapter 4 looks at the GRPO mapper during training: its start, half-way, and
+    where the KL sweep's runs stop (each is kept in the store entry, under snapshots/step-N/)."""
+    return tuple(sorted({0, p["steps"] // 2, p["sweep_steps"]})) if algorithm == "grpo" else ()
+
+
 def esper_trainer(algorithm: str):
-    def train(p: dict, backbones: Backbones, run: Run, data: RewardData | None = None, callback=None):
+    def train(p: dict, backbones: Backbones, run: Run, data: RewardData | None = None,
+              snapshots: Path | None = None):
         data = data or reward_data(p, backbones.clip)
         esper = Esper(new_captioner(p, backbones.lm, data=data), backbones.clip, esper_config(p, algorithm))
-        log = esper.fit(data.features, data.targets, callback=callback, run=run)
+        kept = snapshot_steps(p, algorithm) if snapshots else ()
+
+        def keep(step, model):  # before step `step`: the mapper after `step` steps
+            if step in kept:
+                model.captioner.save(snapshots / f"step-{step}")
+
+        log = esper.fit(data.features, data.targets, callback=keep, run=run)
         return esper.captioner, log, {"captioned_images": 0}
 
     train.__name__ = f"train_esper_{algorithm}"
@@ -150,14 +166,17 @@ CHAPTER_RUN = "a chapter run (1 process)"
 @dataclass(frozen=True)
 class Recipe:
     chapter: str
-    train: Callable  # train(params, backbones, run, data=None) -> (model, log, record fields)
+    train: Callable  # train(params, backbones, run, data=None[, snapshots=folder]) -> (model, log, record fields)
     load: Callable  # load(folder, backbones) -> model
     data: Callable  # data(params, clip): what train reads (a chapter computes it once for other uses too)
+    # Every rank calls the LM equally often each step (teacher forcing; no sampling that stops when a
+    # rank's own captions end): what a LM sharded with --fsdp needs (vlbridge.fsdp).
+    lockstep: bool = False
 
 
 RECIPES = {
-    "fromage": Recipe("03_grounding", train_fromage, Fromage.load, grounding_data),
-    "clipcap": Recipe("04_reward_rl", train_clipcap, PrefixCaptioner.load, reward_data),
+    "fromage": Recipe("03_grounding", train_fromage, Fromage.load, grounding_data, lockstep=True),
+    "clipcap": Recipe("04_reward_rl", train_clipcap, PrefixCaptioner.load, reward_data, lockstep=True),
     "esper_grpo": Recipe("04_reward_rl", esper_trainer("grpo"), PrefixCaptioner.load, reward_data),
     "esper_ppo": Recipe("04_reward_rl", esper_trainer("ppo"), PrefixCaptioner.load, reward_data),
 }
@@ -169,7 +188,34 @@ def recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
-def obtain(name: str, params: dict, backbones: Backbones, data=None, say=print, **train_args):
+def train_and_save(name: str, params: dict, backbones: Backbones, run: Run, record: dict, data=None):
+    """Train `name` over `run` and save it into the store with `record` (plus the log and the code),
+    with the snapshots its recipe keeps; rank 0 saves, every rank returns (model, log, entry or None)."""
+    found = recipe(name)
+    with tempfile.TemporaryDirectory() as tmp:
+        snapshots = Path(tmp) if run.ranks.main else None
+        model, log, fields = found.train(params, backbones, run, data, snapshots=snapshots)
+        record = {"train_seconds": log["seconds"], **fields, **record, "log": log, "code": store.training_code()}
+
+        def save(folder: Path) -> None:
+            model.save(folder)
+            if any(Path(tmp).iterdir()):
+                shutil.copytree(tmp, folder / SNAPSHOTS)
+
+        entry = store.save_trained(found.chapter, name, params, save, record) if run.ranks.main else None
+    return model, log, entry
+
+
+SNAPSHOTS = "snapshots"
+
+
+def snapshot(name: str, params: dict, step: int, backbones: Backbones):
+    """The model `name` as it was before training step `step` (recipes that keep snapshots: esper_grpo)."""
+    found = recipe(name)
+    return found.load(store.entry_dir(found.chapter, name, params) / SNAPSHOTS / f"step-{step}", backbones)
+
+
+def obtain(name: str, params: dict, backbones: Backbones, data=None, say=print):
     """(model, record): the store's `name` for these chapter parameters if it is there and was trained
     by this code (store.training_code; saved by `vlbridge train` or an earlier run), else trained now
     in this process and saved. The record holds the training log ("log") either way."""
@@ -184,7 +230,5 @@ def obtain(name: str, params: dict, backbones: Backbones, data=None, say=print, 
                     f"({folder})")
             return found.load(folder, backbones), record
         say(f"{name}: the store's model for these parameters was trained by other code; training again")
-    model, log, fields = found.train(params, backbones, Run(), data, **train_args)
-    record = {"train_seconds": log["seconds"], **fields, "log": log, "trained_by": CHAPTER_RUN, "code": code}
-    store.save_trained(found.chapter, name, params, model.save, record)
-    return model, record
+    model, _, entry = train_and_save(name, params, backbones, Run(), {"trained_by": CHAPTER_RUN}, data)
+    return model, store.read_record(entry)

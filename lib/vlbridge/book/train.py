@@ -27,6 +27,7 @@ EPILOG = """examples:
   vlbridge train fromage -p smoke --nproc 2               two processes on this machine (gloo on CPU, NCCL on GPUs)
   vlbridge train esper_grpo -p default --set steps=150    another parameter, another store entry
   vlbridge train fromage -p smoke --nproc 2 --resume      continue from the last complete checkpoint
+  vlbridge train fromage -p paper-fromage --nproc 8 --fsdp   an LM too big for one GPU: its layers sharded over 8
 
 Checkpoints are written every --checkpoint-every steps and when SIGTERM arrives; --resume continues
 from the newest complete one with the same number of processes, and ends with the weights an
@@ -51,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
                    help="steps between checkpoints (default 50; 0: only on SIGTERM)")
     p.add_argument("--out", type=Path, default=None,
                    help="the run folder: checkpoints and train.json (default: under the cache, by parameters)")
+    p.add_argument("--fsdp", action="store_true",
+                   help="shard the frozen LM's decoder layers over the processes with FSDP2, for an LM too big for "
+                        f"one GPU (the models trained teacher-forced only: {_fsdp_models()})")
     return p
 
 
@@ -77,13 +81,13 @@ def run_folder(args, chapter: str, params: dict) -> Path:
 
 
 def train(args) -> Path:
-    """Train on this process's rank; returns the store entry (rank 0) or the run folder."""
-    from .. import backbones, distributed, repro
+    """Train on this process's rank; returns the store entry (rank 0; None on the others)."""
+    from .. import backbones, distributed, fsdp, repro
     from ..contracts import Backbones
     from ..paths import atomic_write_json
     from ..resume import RunCheckpoints
     from ..training import Run
-    from . import config, recipes, store
+    from . import config, recipes
 
     found = recipes.recipe(args.model)
     params = config.merged_parameters(found.chapter, args.profile, args.overrides)
@@ -101,22 +105,30 @@ def train(args) -> Path:
     # Rank 0 builds any missing stand-in backbone first; the others then read it from the cache.
     if not ranks.main:
         ranks.barrier()
+    shard = args.fsdp and ranks.world > 1
+    # A real LM to shard is read into CPU memory and reaches the device a layer at a time (it may not
+    # fit there whole); a stand-in is built for its device (the cache keys it by device), and is small.
+    lm_device = "cpu" if shard and backbones.recipe(params["lm_model"]) is None else device
     clip = backbones.load_clip(params["clip_model"], device=device, dtype=params.get("dtype", "float32"))
-    lm = backbones.load_lm(params["lm_model"], device=device, dtype=params.get("dtype", "float32"))
+    lm = backbones.load_lm(params["lm_model"], device=lm_device, dtype=params.get("dtype", "float32"))
     if ranks.main:
         ranks.barrier()
-    frozen = [*clip.model.parameters(), *lm.model.parameters()]
-    distributed.check_replicated(frozen, ranks, "the frozen backbones' weights")
+    distributed.check_replicated([*clip.model.parameters(), *lm.model.parameters()], ranks,
+                                 "the frozen backbones' weights")
+    if shard:  # after the check, which reads whole tensors, not shards
+        shards = fsdp.shard_frozen_lm(lm.model, ranks, device)
+        say(f"--fsdp: {shards.layers} decoder layers ({shards.where}, {shards.share:.0%} of the LM's parameters) "
+            f"sharded over {ranks.world} processes")
+    elif args.fsdp:
+        say("--fsdp with one process: nothing to shard over; the LM stays whole")
     start = time.time()
+    trained_by = {"trained_by": f"vlbridge train, {ranks.world} process(es)"}
     with RunCheckpoints(folder, args.checkpoint_every, ranks, args.resume, say) as checkpoints:
-        model, log, fields = found.train(params, Backbones(clip, lm), Run(ranks, checkpoints))
+        model, log, entry = recipes.train_and_save(args.model, params, Backbones(clip, lm), Run(ranks, checkpoints),
+                                                   trained_by)
     seconds = round(time.time() - start, 2)
     distributed.check_replicated([p for p in model.parameters() if p.requires_grad], ranks, "the trained weights")
-    entry = folder
     if ranks.main:
-        record = {"train_seconds": seconds, **fields, "log": log, "code": store.training_code(),
-                  "trained_by": f"vlbridge train, {ranks.world} process(es)"}
-        entry = store.save_trained(found.chapter, args.model, params, model.save, record)
         atomic_write_json(folder / "train.json", {"model": args.model, "chapter": found.chapter, "params": params,
                                                   "processes": ranks.world, "seconds": seconds, "entry": str(entry),
                                                   "log": log})
@@ -126,6 +138,23 @@ def train(args) -> Path:
     return entry
 
 
+def _fsdp_models() -> str:
+    from .recipes import RECIPES
+
+    return ", ".join(name for name, r in RECIPES.items() if r.lockstep)
+
+
+def _check_fsdp(model: str) -> None:
+    """Refuse --fsdp for a model whose training samples: each sharded layer's forward is a collective
+    every rank must join, and sampling stops when a rank's own captions end (vlbridge.fsdp)."""
+    from .recipes import RECIPES
+
+    if not RECIPES[model].lockstep:
+        parser().error(f"--fsdp cannot train {model}: its rollouts sample captions, and a rank whose captions end "
+                       "sooner would stop calling the sharded LM while the others wait for its shards for ever; "
+                       f"--fsdp trains {_fsdp_models()}")
+
+
 def main(argv=None) -> int:
     from ..resume import Stopped
 
@@ -133,6 +162,8 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.nproc < 1:
         parser().error(f"--nproc must be at least 1, got {args.nproc}")
+    if args.fsdp:
+        _check_fsdp(args.model)
     if args.nproc > 1 and "RANK" not in os.environ:
         return _launch(args, argv)
     try:
