@@ -76,6 +76,12 @@ def chapter_dir(profile: str, chapter: str) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +89,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600); a result is for everyone to read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -107,3 +114,65 @@ def replace_path(new: Path, final: Path) -> None:
     os.replace(new, final)
     if old is not None:
         shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine. Staging folders carry the pid of the run that
+    writes them: one whose process is gone is a leftover of a killed run; one whose process lives is
+    another run's work in progress, which no cleanup may touch."""
+    if pid <= 0:  # os.kill(0, ...) would signal our own process group
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def stale_staging(folder: Path, pattern: str, ours_too: bool = False) -> list[Path]:
+    """The entries of `folder` whose names match `pattern` (a regular expression with a group named
+    pid) and whose process is gone. `ours_too`: count this process's own as gone, for a caller that
+    knows it has none in progress (a pid is reused, and a leftover may carry ours)."""
+    try:
+        entries = sorted(Path(folder).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    stale = []
+    for path in entries:
+        match = re.fullmatch(pattern, path.name)
+        if match and ((ours_too and int(match["pid"]) == os.getpid()) or not process_alive(int(match["pid"]))):
+            stale.append(path)
+    return stale
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file or folder; one that another cleanup deletes at the same time is no error."""
+    def already_gone(function, name, excinfo):
+        if not isinstance(excinfo[1], FileNotFoundError):
+            raise excinfo[1]
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, onerror=already_gone)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_stale_staging(folder: Path, pattern: str) -> list[Path]:
+    """Delete stale_staging(folder, pattern): what killed runs left there. Returns what it deleted."""
+    stale = stale_staging(folder, pattern)
+    for path in stale:
+        remove_path(path)
+    return stale
+
+
+def new_staging(final: Path, kind: str) -> Path:
+    """A new folder beside `final` to build it in, named .<final's name>.<kind>-<pid>-<random>, made
+    after deleting what killed runs left beside it: such folders of any entry, and replace_path's
+    .<name>.old-<pid>. Without the pid in its name a leftover could not be told from the work of a
+    run still going."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(final.parent, rf"\..+\.{re.escape(kind)}-(?P<pid>\d+)-[a-z0-9_]+")
+    remove_stale_staging(final.parent, r"\..+\.old-(?P<pid>\d+)")
+    return Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.{kind}-{os.getpid()}-"))

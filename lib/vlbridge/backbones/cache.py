@@ -6,14 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 import warnings
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-from ..paths import cache_root, replace_path
+from ..paths import cache_root, new_staging, replace_path
 
 CACHE_FORMAT = 2  # bump when the layout of a cached artefact changes (2: manifest.json with checksums)
 BUILD_THREADS = 2  # torch threads of every build (the thread count the published stand-ins were built with)
@@ -72,7 +71,7 @@ def build_cached(kind: str, recipe: dict, build) -> Path:
             return final
         warnings.warn(f"the cached {kind} at {final} is damaged ({problem}); building it again", stacklevel=2)
     final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.building-"))
+    stage = new_staging(final, "building")  # first removes what killed builds left beside it
     threads = torch.get_num_threads()
     try:
         # A build's weights depend on the thread count (sums run in another order), so every build

@@ -160,7 +160,8 @@ def main(argv=None) -> int:
         print(f"vlbridge: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # a folder that is a file, a read-only place, a full disk: say which, in one line
-        print(f"vlbridge: error: {e.strerror or e}: {e.filename}" if e.filename else f"vlbridge: error: {e}",
+        where = f"{e.filename} -> {e.filename2}" if e.filename2 else e.filename  # a rename: the target may be it
+        print(f"vlbridge: error: {e.strerror or e}: {where}" if e.filename else f"vlbridge: error: {e}",
               file=sys.stderr)
         return 2
 

@@ -1,5 +1,6 @@
 """The book runner: read a chapter's percent .py with jupytext, execute it with papermill, and put
-its notebook and outputs into results/<profile>/ in one step, or not at all."""
+its notebook and outputs into results/<profile>/ in one step, or not at all (publishing.py: also after
+a kill, which the next run recovers from)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -14,9 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .. import kernel_environment
-from ..paths import atomic_write_json, profile_folder, replace_path, repo_root
+from ..paths import atomic_write_json, profile_folder, repo_root
 from ..repro import progress_enabled
-from . import config
+from . import config, publishing
 
 # Recorded in run.json: at least every package constraints/cpu-reference.txt pins (a test checks it).
 VERSIONED_PACKAGES = ("vlbridge", "torch", "torchvision", "transformers", "tokenizers", "open_clip_torch",
@@ -104,6 +105,21 @@ def _failed_cell(error, notebook_path: Path) -> str:
     return f"execution count {getattr(error, 'exec_count', '?')}"
 
 
+def _quiet_kernel_manager():
+    """jupyter_client interrupts a kernel (SIGINT) before asking it to shut down; a kernel still
+    finishing its reply to the last cell logs 'KeyboardInterrupt caught in kernel.' as an ERROR after
+    a run that succeeded. At shutdown the chapter has finished or failed: there is nothing to
+    interrupt. (A cell that runs past a timeout is still interrupted: that is not a shutdown.)"""
+    from jupyter_client import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def _async_interrupt_kernel(self):
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
+
+    return QuietKernelManager
+
+
 def results_for(overrides=(), out_root: Path | None = None, publish: bool = False) -> Path:
     """Where a run's results go: `out_root` if given; else results/, the published book, unless the
     run changes parameters with --set and was not asked to publish: then results/scratch/, so that an
@@ -127,8 +143,10 @@ def run_chapter(chapter: str, profile: str, overrides=(), out_root: Path | None 
     out_root = results_for(overrides, out_root, publish)
     final_dir = out_root / folder
     final_dir.mkdir(parents=True, exist_ok=True)
-    staging = out_root / f".staging-{folder}-{chapter}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    recovered = publishing.recover(out_root)  # what killed runs left: a publish to finish, staging to delete
+    if recovered:
+        print(f"vlbridge: {recovered}", file=sys.stderr)
+    staging = publishing.staging_folder(out_root, folder, chapter)
     staged_notebook = staging / folder / f"{chapter}.ipynb"
     staged_notebook.parent.mkdir(parents=True)
     show = progress_enabled() and sys.stderr.isatty() if show_progress is None else show_progress
@@ -142,7 +160,7 @@ def run_chapter(chapter: str, profile: str, overrides=(), out_root: Path | None 
                 notebook, str(staged_notebook), parameters=params, kernel_name="python3", language="python",
                 cwd=str(repo_root()), log_output=False, progress_bar=show,
                 # ipykernel warns at every start that its local TCP sockets are unencrypted; errors still show
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                extra_arguments=["--IPKernelApp.log_level=ERROR"], kernel_manager_class=_quiet_kernel_manager(),
             )
     except PapermillExecutionError as e:
         failed = out_root / f".failed-{folder}-{chapter}"
@@ -160,13 +178,7 @@ def run_chapter(chapter: str, profile: str, overrides=(), out_root: Path | None 
     outputs = staging / folder / chapter
     outputs.mkdir(exist_ok=True)
     atomic_write_json(outputs / "run.json", run_record(chapter, profile, params, started, time.time() - started))
-    replace_path(outputs, final_dir / chapter)
-    replace_path(staged_notebook, final_dir / staged_notebook.name)
-    for extra in sorted(staged_notebook.parent.iterdir()):  # files a chapter writes beside its folder (a scoreboard)
-        if extra.is_file():
-            replace_path(extra, final_dir / extra.name)
-    shutil.rmtree(staging, ignore_errors=True)
-    return final_dir / staged_notebook.name
+    return publishing.publish(staging, folder, chapter)
 
 
 def run_chapters(names: list[str], profile: str, overrides=(), out_root: Path | None = None,

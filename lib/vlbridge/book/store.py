@@ -8,18 +8,18 @@ the entry its profile's parameters make.
 
 An entry is a folder: what the model's own `save` writes, and record.json (the chapter's parameters
 and what the chapter reports about the training: seconds, labels used). It is written to a staging
-folder and renamed into place, so it is whole or absent.
+folder and renamed into place, so it is whole or absent; the staging folder carries the saving
+process's pid, so that a later save deletes one a killed run left (paths.new_staging).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 from ..backbones.cache import code_fingerprint
-from ..paths import atomic_write_json, cache_root, replace_path
+from ..paths import atomic_write_json, cache_root, new_staging, replace_path
 from . import config
 
 RECORD = "record.json"
@@ -60,8 +60,7 @@ def save_trained(chapter: str, name: str, params: dict, save, record: dict | Non
     """Call save(folder) into a staging folder, add record.json, and put it in place as the entry for
     (chapter, name, params). Returns the entry's folder."""
     final = entry_dir(chapter, name, params)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.saving-"))
+    stage = new_staging(final, "saving")  # deletes what killed saves left beside it first
     try:
         save(stage)
         atomic_write_json(stage / RECORD, {"chapter": chapter, "name": name, "params": params, **(record or {})})
