@@ -1,6 +1,7 @@
 """Bridge checkpoints: only the trainable parts are saved, a round trip gives the same model, and every
 way a load can go wrong (other backbones, another config, missing or mismatched files) is a clear error
 that leaves the module as it was."""
+import copy
 import dataclasses
 import json
 
@@ -123,3 +124,22 @@ def test_tensors_from_another_save_are_detected_and_bad_configs_write_nothing(tr
     with pytest.raises(TypeError, match="JSON-serialisable"):
         checkpoint.save(tmp_path / "bad", model, {"when": object()}, NAMES)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_weights_fingerprint_is_of_the_frozen_weights_rounded_to_bfloat16_in_any_order(monkeypatch):
+    from vlbridge import distributed
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(30, 20), torch.nn.Linear(20, 5)).requires_grad_(False)
+    digest = checkpoint.weights_fingerprint(model)
+    assert len(digest) == 64 and checkpoint.weights_fingerprint(copy.deepcopy(model).bfloat16()) == digest
+    assert checkpoint.weights_fingerprint(torch.nn.Sequential(model[1], model[0])) == digest  # order, names
+    adapted = copy.deepcopy(model)
+    adapted.lora = torch.nn.Linear(20, 2)  # trainable: a LoRA adapter is the tuned model's, not the backbone's
+    assert checkpoint.weights_fingerprint(adapted) == digest
+    monkeypatch.setattr(distributed, "_CHUNK", 7)  # read 7 elements at a time (a 7B LM's: 2**24)
+    assert checkpoint.weights_fingerprint(model) == digest
+    with torch.no_grad():
+        model[0].weight[3, 4] += 0.01
+    assert checkpoint.weights_fingerprint(model) != digest
+    assert checkpoint.weights_fingerprint(torch.nn.Linear(2, 2)) is None  # nothing frozen: nothing to bind to

@@ -153,6 +153,23 @@ def _collective_device() -> str:
 
 
 _BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+_CHUNK = 1 << 24  # elements summed at a time: each int64 temporary is 128 MiB, whatever the tensor's size
+
+
+def bit_sums(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """One tensor's part of `fingerprint`, int64 [2] on its own device: its bit patterns as integers,
+    summed plain and weighted by position. With `dtype`, the bits of the tensor cast to it (checkpoint
+    binds a bridge to its backbones' weights rounded to bfloat16). Read a chunk at a time, so a 7B LM's
+    embedding matrix never has a whole int64 copy (8 bytes an element) beside it."""
+    flat = t.detach().reshape(-1)
+    total = torch.zeros(2, dtype=torch.int64, device=flat.device)
+    for start in range(0, flat.numel(), _CHUNK):
+        chunk = flat[start:start + _CHUNK]
+        chunk = chunk.to(dtype) if dtype is not None else chunk
+        bits = chunk.contiguous().view(_BITS[chunk.element_size()]).long()
+        weights = torch.arange(start, start + bits.numel(), device=bits.device) % 8191 + 1
+        total += torch.stack([bits.sum(), (bits * weights).sum()])
+    return total
 
 
 def fingerprint(tensors) -> torch.Tensor:
@@ -161,9 +178,7 @@ def fingerprint(tensors) -> torch.Tensor:
     counts agree, and any changed bit shows)."""
     total = torch.zeros(2, dtype=torch.int64)
     for t in tensors:
-        bits = t.detach().contiguous().reshape(-1).view(_BITS[t.element_size()]).long()
-        weights = torch.arange(bits.numel(), device=bits.device) % 8191 + 1
-        total += torch.stack([bits.sum(), (bits * weights).sum()]).cpu()
+        total += bit_sums(t).cpu()
     return total
 
 
