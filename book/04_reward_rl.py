@@ -52,7 +52,7 @@ from vlbridge.book import recipes, store
 from vlbridge.book.chapter import Chapter
 from vlbridge.contracts import Backbones
 from vlbridge.data.esp import ESP_CAPTION_FIELDS, load_esp
-from vlbridge.eval import grounded_scores
+from vlbridge.eval import grounded_scores, ratio
 from vlbridge.eval.attributes import ALL_ATTRIBUTES
 from vlbridge.eval.style import default_style_classifier, style_accuracy
 from vlbridge.features import image_features
@@ -263,7 +263,7 @@ by_method = {}
 for name, (caps, overall) in rows.items():
     by_method[name] = {a: score(caps, attributes=(a,))["f1"] for a in ALL_ATTRIBUTES}
     print(f"{name:22s} {overall['f1']:.4f}  " + "  ".join(f"{by_method[name][a]:8.4f}" for a in ALL_ATTRIBUTES))
-print(f"\nGRPO / supervised: {grpo_scores['f1'] / supervised_scores['f1']:.3f};  "
+print(f"\nGRPO / supervised: {ratio(grpo_scores['f1'], supervised_scores['f1']):.3f};  "
       f"GRPO - floor: {grpo_scores['f1'] - floor['f1']:+.4f}")
 fig, ax = plt.subplots(figsize=(7, 3))
 width = 0.2
@@ -319,7 +319,7 @@ for s in world.STYLES:
 style_acc = float(np.mean([table[s][1] for s in world.STYLES]))
 styled_f1 = float(np.mean([table[s][3] for s in world.STYLES]))
 print(f"mean: style accuracy {style_acc:.4f}, attribute F1 {styled_f1:.4f} "
-      f"({styled_f1 / grpo_scores['f1']:.3f} of the unstyled GRPO captions' {grpo_scores['f1']:.4f}); "
+      f"({ratio(styled_f1, grpo_scores['f1']):.3f} of the unstyled GRPO captions' {grpo_scores['f1']:.4f}); "
       f"{style_steps} steps took {style_log['seconds']:.1f} s")
 for s in world.STYLES:
     print(f"  {s:12s} {after_style[s][0]}")

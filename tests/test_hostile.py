@@ -1,6 +1,7 @@
 """Careless or hostile input to `vlbridge run` (the reliability issue's classes, one file): a clear
 error that names the thing and writes nothing, or a right result in the right place."""
 import json
+import os
 import re
 import struct
 import subprocess
@@ -106,6 +107,58 @@ def test_an_out_folder_that_is_a_file_is_one_error_line_naming_it(command, tmp_p
     err = capsys.readouterr().err
     assert err.startswith("vlbridge: error:") and str(taken) in err and "Traceback" not in err
     assert taken.read_text() == "a file, not a folder"
+
+
+@pytest.fixture
+def locked(tmp_path):
+    """A read-only folder; skips where writing into one still works (root, with its override)."""
+    folder = tmp_path / "locked"
+    folder.mkdir(mode=0o555)
+    try:
+        (folder / "probe").mkdir()
+    except PermissionError:
+        yield folder
+        folder.chmod(0o755)
+        return
+    (folder / "probe").rmdir()
+    pytest.skip(f"this user (uid {os.geteuid()}) writes into read-only folders anyway: nothing is refused")
+
+
+@pytest.mark.parametrize("command", [["run", "01", "-p", "smoke"], ["export", "coco", "--count", "2"]])
+@pytest.mark.parametrize("inside", [False, True])
+def test_an_out_folder_that_is_or_is_inside_a_read_only_folder_is_one_error_line(command, inside, locked, capsys):
+    assert main([*command, "--out", str(locked / "out" if inside else locked)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vlbridge: error: Permission denied: ") and err.count("\n") == 1, err
+    assert f"{locked}/" in err  # the read-only folder (export renames into it from a staging folder beside it)
+    assert files_under(locked) == []
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_the_runner_shuts_its_kernel_down_without_an_interrupt(quiet, tmp_path):
+    """jupyter_client sends SIGINT before a shutdown; papermill asks for kernel_info after the last
+    cell, so the SIGINT could land while the kernel still handled that request, and a run that
+    succeeded printed "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel." (about 1 run in 50).
+    The runner's kernel manager sends none; if jupyter_client stops sending one, its override can go."""
+    import signal
+
+    import nbformat
+    import papermill
+    from jupyter_client import AsyncKernelManager
+
+    from vlbridge.book.runner import _quiet_kernel_manager
+
+    sent = []
+
+    class Recording(_quiet_kernel_manager() if quiet else AsyncKernelManager):
+        async def _async_signal_kernel(self, signum):
+            sent.append(signum)
+            await super()._async_signal_kernel(signum)
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    papermill.execute_notebook(notebook, str(tmp_path / "out.ipynb"), kernel_name="python3", language="python",
+                               progress_bar=False, kernel_manager_class=Recording)
+    assert (signal.SIGINT in sent) is not quiet, sent
 
 
 def test_a_critic_log_with_bytes_that_are_not_utf8_names_the_line(tmp_path):
@@ -366,3 +419,193 @@ def test_a_typo_in_another_chapters_section_is_reported_by_any_chapter(tmp_path,
     err = capsys.readouterr().err
     assert f"{mine}, section '05_feedback': unknown key 'stepz_per_round'; allowed keys are:" in err
     assert "steps_per_round" in err and files_under(tmp_path) == [Path("mine.yaml")]
+
+
+# ---------------------------------------------------------------------------- bridges are bound to their backbones
+@pytest.fixture(scope="module")
+def smoke_bridge(tmp_path_factory):
+    """A FROMAGe bridge saved on the smoke stand-ins (untrained: saving needs no training), and them."""
+    from vlbridge import backbones
+    from vlbridge.contracts import Backbones
+    from vlbridge.methods.fromage import Fromage, FromageConfig
+
+    clip, lm = backbones.load_clip("micro-clip-smoke"), backbones.load_lm("micro-lm-smoke")
+    folder = tmp_path_factory.mktemp("bridge")
+    Fromage(clip, lm, FromageConfig(image_tokens=2)).save(folder)
+    return folder, Backbones(clip, lm)
+
+
+def edited_copy(folder, tmp_path, edit, name="edited"):
+    """A copy of the bridge in `folder`, tmp_path/name, whose bridge.json is edit(meta)."""
+    import shutil
+
+    copy = tmp_path / name
+    shutil.copytree(folder, copy)
+    meta = json.loads((copy / "bridge.json").read_text())
+    edit(meta)
+    write_json(copy / "bridge.json", meta)
+    return copy
+
+
+def lm_with_other_weights(lm, name=None):
+    """A copy of `lm` (same dims) with one weight changed, as a stand-in rebuilt by other code would be."""
+    import copy
+    import dataclasses
+
+    import torch
+
+    other = dataclasses.replace(lm, name=name or lm.name, model=copy.deepcopy(lm.model))
+    with torch.no_grad():
+        other.model.get_input_embeddings().weight[5, 3] += 0.1
+    return other
+
+
+def test_a_bridge_renamed_onto_an_lm_of_the_same_dims_with_other_weights_is_refused(smoke_bridge, tmp_path):
+    """Names and dims alone let an edited bridge.json put a bridge onto other weights."""
+    from vlbridge.checkpoint import CheckpointError
+    from vlbridge.contracts import Backbones
+    from vlbridge.methods.fromage import Fromage
+
+    folder, given = smoke_bridge
+    assert set(json.loads((folder / "bridge.json").read_text())["fingerprints"]) == {"clip", "lm"}
+    Fromage.load(folder, given)  # its own backbones load
+    other = lm_with_other_weights(given.lm, "micro-lm-other")
+    renamed = edited_copy(folder, tmp_path, lambda meta: meta["backbones"].update(lm="micro-lm-other"))
+    before = files_under(tmp_path)
+    with pytest.raises(CheckpointError, match=r"edited/bridge\.json: the weights of lm 'micro-lm-other' differ from "
+                                              r"those this bridge was trained on \(same name, other weights: a "
+                                              r"stand-in rebuilt by other code, or other files under that name\?\)"):
+        Fromage.load(renamed, Backbones(given.clip, other))
+    with pytest.raises(CheckpointError, match="the weights of lm 'micro-lm-smoke' differ"):  # rebuilt, same name
+        Fromage.load(folder, Backbones(given.clip, lm_with_other_weights(given.lm)))
+    assert unchanged(tmp_path, before)
+
+
+def test_a_bfloat16_copy_of_the_same_lm_is_the_same_backbone_a_float16_one_is_not(smoke_bridge):
+    import copy
+    import dataclasses
+
+    import torch
+
+    from vlbridge import backbones
+    from vlbridge.checkpoint import CheckpointError
+    from vlbridge.contracts import Backbones
+    from vlbridge.methods.fromage import Fromage
+
+    folder, given = smoke_bridge  # saved with the float32 LM
+    bf16 = backbones.load_lm("micro-lm-smoke", dtype="bfloat16")
+    assert bf16.model.dtype == torch.bfloat16
+    Fromage.load(folder, Backbones(given.clip, bf16))
+    fp16 = dataclasses.replace(given.lm, model=copy.deepcopy(given.lm.model).half())
+    with pytest.raises(CheckpointError, match=r"a float32 or bfloat16 copy of it matches, a float16 one does not"):
+        Fromage.load(folder, Backbones(given.clip, fp16))
+
+
+def test_a_bridge_json_from_before_fingerprints_loads_by_names_and_dims(smoke_bridge, tmp_path):
+    from vlbridge.contracts import Backbones
+    from vlbridge.methods.fromage import Fromage
+
+    folder, given = smoke_bridge
+    older = edited_copy(folder, tmp_path, lambda meta: meta.pop("fingerprints"))
+    Fromage.load(older, Backbones(given.clip, lm_with_other_weights(given.lm)))  # no record: no check, as before
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"image_tokenz": 2}, r"unknown config key\(s\) 'image_tokenz'; the keys of FromageConfig are image_tokens, "
+                          r"image_input, bridge, retrieval_dim, .*, seed$"),
+    ({"image_tokens": True}, r"config key 'image_tokens' should be int, got bool \(True\)"),
+    ({"image_tokens": 2.0}, r"config key 'image_tokens' should be int, got float \(2\.0\)"),
+    ({"retrieval_batch_size": "8"}, r"config key 'retrieval_batch_size' should be int or null, got str \('8'\)"),
+    ({"image_input": "pixels"}, r"bridge\.json: Fromage refuses the saved config: .*'pixels'"),
+    ({"image_tokens": 3}, r"parameter 'image_to_lm\.net\.weight' was saved with shape \(256, 128\), this Fromage "
+                          r"has \(384, 128\)"),  # small enough to build: the strict load refuses it
+])
+def test_a_saved_config_is_checked_against_its_class_before_the_model_is_built(config, message, smoke_bridge,
+                                                                               tmp_path):
+    from vlbridge.checkpoint import CheckpointError
+    from vlbridge.methods.fromage import Fromage
+
+    folder, given = smoke_bridge
+    edited = edited_copy(folder, tmp_path, lambda meta: meta["config"].update(config))
+    with pytest.raises(CheckpointError, match=message) as error:
+        Fromage.load(edited, given)
+    assert str(edited) in str(error.value)
+
+
+def test_a_dict_config_is_checked_by_the_model_it_builds(smoke_bridge, tmp_path):
+    """An AudioEncoder's config is a dict of its constructor's arguments: an unknown one is its TypeError,
+    and a size the saved tensors cannot hold is refused before it is allocated, as for a dataclass."""
+    from vlbridge.audio_encoder import AudioEncoder
+    from vlbridge.checkpoint import CheckpointError
+
+    _, given = smoke_bridge
+    folder = tmp_path / "audio"
+    AudioEncoder(given.clip.embed_dim, clip_name=given.clip.name).save(folder)
+    AudioEncoder.load(folder, given)
+    unknown = edited_copy(folder, tmp_path, lambda meta: meta["config"].update(widht=64), "unknown")
+    with pytest.raises(CheckpointError, match=r"bridge\.json: AudioEncoder refuses the saved config: .*'widht'"):
+        AudioEncoder.load(unknown, given)
+    huge = edited_copy(folder, tmp_path, lambda meta: meta["config"].update(hidden=10**9), "huge")
+    with pytest.raises(CheckpointError, match=r"building AudioEncoder from this config would allocate a tensor of "
+                                              r"shape \[1000000000, 576\].* \(its numbers larger than any saved "
+                                              r"dimension, 576: hidden=1000000000\)"):
+        AudioEncoder.load(huge, given)
+
+
+def test_a_bridge_of_another_method_is_refused_before_its_config_is_read(smoke_bridge):
+    from vlbridge.checkpoint import CheckpointError
+    from vlbridge.methods.prefix import PrefixCaptioner
+
+    folder, given = smoke_bridge
+    with pytest.raises(CheckpointError, match=r"bridge\.json: this is a Fromage bridge, not a PrefixCaptioner"):
+        PrefixCaptioner.load(folder, given)  # was a TypeError from PrefixConfig(**FROMAGe's config)
+
+
+def test_image_tokens_10000000_is_refused_before_anything_is_allocated(smoke_bridge, tmp_path, monkeypatch):
+    """Built as it was, the config asked nn.Linear for 1.28e9 x 128 floats (655 GB); bridge.json's own
+    record of the shapes is edited to agree, so only the tensors file's header tells the truth."""
+    import time
+
+    import torch
+
+    from vlbridge.checkpoint import CheckpointError
+    from vlbridge.methods.fromage import Fromage
+
+    folder, given = smoke_bridge
+
+    def tamper(meta):
+        meta["config"]["image_tokens"] = 10_000_000
+        meta["parameters"]["image_to_lm.net.weight"] = [1_280_000_000, 128]
+
+    edited = edited_copy(folder, tmp_path, tamper)
+    made, empty = [], torch.empty
+
+    def recording_empty(*args, **kwargs):  # what nn layers allocate their weights with
+        tensor = empty(*args, **kwargs)
+        made.append(tensor.numel())
+        return tensor
+
+    monkeypatch.setattr(torch, "empty", recording_empty)
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=r"edited/bridge\.json: building Fromage from this config would "
+                                              r"allocate a tensor of shape \[1280000000, 128\] \(163,840,000,000 "
+                                              r"elements\), but the largest tensor in bridge\.safetensors has 32,768: "
+                                              r"the config does not describe the saved weights \(its numbers larger "
+                                              r"than any saved dimension, 256: image_tokens=10000000, steps=400\)"):
+        Fromage.load(edited, given)
+    assert time.perf_counter() - start < 5 and max(made, default=0) < 1 << 20
+
+
+def test_results_are_written_readable_by_others(tmp_path):
+    """atomic_write_bytes goes through mkstemp (mode 0600); what it publishes gets the umask's mode, as
+    an open() would (a scoreboard only its writer could read was one such file)."""
+    import stat
+
+    from vlbridge.paths import atomic_write_json
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_json(tmp_path / "metrics.json", {"f1": 0.5})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -195,3 +195,112 @@ def save_tiny_hf_clip(folder, family: str = "clip", image_size: int = 32, patch_
     tokenizer.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+# ---------------------------------------------------------------------- foreign LM layouts
+# Tiny random-init LMs of architectures no stand-in uses, each with a tokenizer shaped like its
+# family's and a small vocabulary, so words split into several tokens and a microworld dialogue
+# runs past a 256-position context (tests/test_foreign_lms.py, tools/foreign_lms.py).
+FOREIGN_LMS = ("falcon", "mistral", "phi", "gpt_neo")
+
+
+def microworld_texts(n: int = 2000) -> list[str]:
+    """Microworld text of every kind the LM corpus has (captions, styles, stories, dialogues, VQA),
+    to train tokenizers on: every character the chapters write is in it."""
+    from vlbridge.backbones.corpus import DOCUMENT_KINDS, lm_documents
+
+    return lm_documents(0, n, {kind: 1.0 for kind in DOCUMENT_KINDS}, 0)
+
+
+def falcon_bpe(texts, vocab_size: int = 300):
+    """Byte-level BPE wrapped like tiiuae/falcon-*'s tokenizer: <|endoftext|> is its only special
+    token, the eos; no bos and no pad token; nothing added to a text."""
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = _trained_byte_level(texts, vocab_size, ["<|endoftext|>"])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
+
+
+def sentencepiece_bpe(texts, vocab_size: int = 300):
+    """A BPE over "▁"-marked words wrapped like Llama's and Mistral's tokenizers: <unk>, <s>, </s> as
+    ids 0-2, <s> prepended to every text, no pad token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    bpe.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"]))
+    bpe.post_processor = processors.TemplateProcessing(single="<s> $A",
+                                                       special_tokens=[("<s>", bpe.token_to_id("<s>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def _ids(tokenizer) -> dict:
+    return {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id}
+
+
+def tiny_falcon(tokenizer, hidden_size: int = 32, layers: int = 2, heads: int = 4, positions: int = 256):
+    """A random-init FalconForCausalLM (falcon-7b's layout: rotary positions, multi-query attention,
+    parallel attention and MLP); its config's bos is the eos, as falcon-7b's is."""
+    from transformers import FalconConfig, FalconForCausalLM
+
+    ids = _ids(tokenizer) | {"bos_token_id": tokenizer.eos_token_id}
+    return FalconForCausalLM(FalconConfig(
+        hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=heads, multi_query=True,
+        parallel_attn=True, max_position_embeddings=positions, **ids))
+
+
+def tiny_mistral(tokenizer, hidden_size: int = 32, layers: int = 2, heads: int = 4, positions: int = 256):
+    """A random-init MistralForCausalLM (rotary positions, grouped-query attention, a sliding window
+    shorter than the context)."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    return MistralForCausalLM(MistralConfig(
+        hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=2, head_dim=hidden_size // heads,
+        max_position_embeddings=positions, sliding_window=positions // 2, **_ids(tokenizer)))
+
+
+def tiny_phi(tokenizer, hidden_size: int = 32, layers: int = 2, heads: int = 4, positions: int = 256):
+    """A random-init PhiForCausalLM (microsoft/phi-2's layout: rotary positions on part of each head,
+    parallel attention and MLP, untied output head)."""
+    from transformers import PhiConfig, PhiForCausalLM
+
+    return PhiForCausalLM(PhiConfig(
+        hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=layers,
+        num_attention_heads=heads, partial_rotary_factor=0.5, max_position_embeddings=positions,
+        **_ids(tokenizer)))
+
+
+def tiny_gpt_neo(tokenizer, hidden_size: int = 32, layers: int = 2, heads: int = 4, positions: int = 256):
+    """A random-init GPTNeoForCausalLM (EleutherAI/gpt-neo's layout: learned absolute positions, so a
+    position past the context is an IndexError; global and local attention layers alternating)."""
+    from transformers import GPTNeoConfig, GPTNeoForCausalLM
+
+    return GPTNeoForCausalLM(GPTNeoConfig(
+        hidden_size=hidden_size, num_layers=layers, num_heads=heads,
+        attention_types=[[["global", "local"], layers // 2]], window_size=64, max_position_embeddings=positions,
+        **_ids(tokenizer)))
+
+
+def save_foreign_lm(folder, arch: str, seed: int = 0, texts: list[str] | None = None) -> Path:
+    """A tiny random-init LM of `arch` (one of FOREIGN_LMS) and its tokenizer, saved with
+    save_pretrained into `folder`: a folder `load_lm` (and `--set lm_model=FOLDER`) takes."""
+    import torch
+
+    texts = texts or microworld_texts()
+    # Vocabularies small enough that microworld words split into pieces (the microworld has ~100
+    # words: a bigger BPE learns them whole): 256 bytes + 44 merges; 64 "▁"-pieces.
+    tokenizers = {"falcon": lambda t: falcon_bpe(t, 300), "mistral": lambda t: sentencepiece_bpe(t, 64),
+                  "phi": lambda t: gpt2_bpe(t, 300), "gpt_neo": lambda t: gpt2_bpe(t, 300)}
+    models = {"falcon": tiny_falcon, "mistral": tiny_mistral, "phi": tiny_phi, "gpt_neo": tiny_gpt_neo}
+    if arch not in models:
+        raise ValueError(f"arch must be one of {', '.join(FOREIGN_LMS)}, got {arch!r}")
+    tokenizer = tokenizers[arch](texts)
+    torch.manual_seed(seed)
+    folder = Path(folder)
+    models[arch](tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -8,6 +8,13 @@ A sequence is a list of segments:
     Embeds(vectors, tag="image")      # [n, d_lm] vectors put straight into inputs_embeds
 so "image, caption, image, caption, [RET]" is one list, and the positions of every tagged segment
 are returned for reading hidden states there.
+
+An LM reads at most `lm.context_length` positions (learned position embeddings have no row past it).
+A longer sequence is cut from the left: its first <bos> stays, then the most recent positions, so
+what a sequence ends with (the [RET] token, the question, the last dialogue turns, the targets)
+is kept. `assemble(..., exact=True)` raises instead. Generation likewise stops at the context: it
+writes at most the positions left after the prompt (`exact=True`: raises when max_new_tokens does
+not fit). Sequences that fit are assembled and generated exactly as before.
 """
 from __future__ import annotations
 
@@ -126,6 +133,37 @@ class Batch:
         return torch.arange(len(cols), device=device), torch.tensor(cols, dtype=torch.long, device=device)
 
 
+def context_length(lm) -> int | None:
+    """How many positions the LM reads; None when its config names no limit (e.g. ALiBi models)."""
+    return getattr(lm, "context_length", None)  # a config without the field raises AttributeError: no limit
+
+
+def bos_token_id(tokenizer) -> int:
+    """The id every assembled sequence starts with: the tokenizer's <bos>, or, for LMs whose
+    tokenizer has none (Falcon, Qwen2), its <eos>: the separator such LMs saw before each document."""
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if bos is None:
+        raise ValueError("the LM's tokenizer has neither a bos nor an eos token to start a sequence with")
+    return bos
+
+
+def _fit_context(row: tuple, limit: int | None, keep: int, exact: bool, index: int) -> tuple:
+    """A row (embeddings, targets, tags) cut to `limit` positions from the left, keeping its first
+    `keep` positions (the <bos>); tags in the cut part are dropped. exact=True raises instead."""
+    emb, tgt, tags = row
+    cut = len(emb) - limit if limit else 0
+    if cut <= 0:
+        return row
+    if exact:
+        raise ValueError(f"sequence {index} has {len(emb)} positions but the LM's context is {limit}; "
+                         f"shorten it by {cut}, or assemble with exact=False to drop its oldest {cut}")
+    keep = min(keep, limit - 1)  # a context of one position keeps the last token, not <bos>
+    kept = {tag: [p if p < keep else p - cut for p in positions if p < keep or p >= keep + cut]
+            for tag, positions in tags.items()}
+    return (torch.cat([emb[:keep], emb[keep + cut:]]), torch.cat([tgt[:keep], tgt[keep + cut:]]),
+            {tag: positions for tag, positions in kept.items() if positions})
+
+
 def token_ids(tokenizer, text: str) -> list[int]:
     """Ids of `text` without special tokens (through the Rust tokenizer when there is one: the
     training loops tokenize every step)."""
@@ -135,20 +173,22 @@ def token_ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False).input_ids
 
 
-def assemble(lm, sequences: list[list], bos: bool = True, pad_left: bool = False) -> Batch:
+def assemble(lm, sequences: list[list], bos: bool = True, pad_left: bool = False, exact: bool = False) -> Batch:
     """Token embeddings and spliced vectors for each sequence, padded into one batch.
-    pad_left=True is for generation: every sequence then ends at the same position."""
+    pad_left=True is for generation: every sequence then ends at the same position. A sequence
+    longer than the LM's context loses its oldest positions after <bos> (exact=True: ValueError)."""
     if not sequences:
         raise ValueError("assemble got an empty batch")
     tok = lm.tokenizer
     embedding = lm.model.get_input_embeddings()
     device = embedding.weight.device
+    limit = context_length(lm)
     rows = []
-    for sequence in sequences:
+    for index, sequence in enumerate(sequences):
         chunks, targets, tags, length = [], [], {}, 0
         for segment in [_BOS, *sequence] if bos else sequence:
             if segment is _BOS:
-                ids = torch.tensor([tok.bos_token_id], device=device)
+                ids = torch.tensor([bos_token_id(tok)], device=device)
                 chunks.append(embedding(ids))
                 targets.append(torch.full((1,), IGNORE, device=device))
                 length += 1
@@ -180,7 +220,7 @@ def assemble(lm, sequences: list[list], bos: bool = True, pad_left: bool = False
                 length += n
             else:
                 raise TypeError(f"a sequence holds Text, Tokens and Embeds segments, got {type(segment).__name__}")
-        rows.append((torch.cat(chunks), torch.cat(targets), tags))
+        rows.append(_fit_context((torch.cat(chunks), torch.cat(targets), tags), limit, int(bos), exact, index))
     width = max(len(r[0]) for r in rows)
     dim = rows[0][0].shape[1]
     embeds = torch.zeros(len(rows), width, dim, device=device, dtype=rows[0][0].dtype)
@@ -201,6 +241,7 @@ def assemble(lm, sequences: list[list], bos: bool = True, pad_left: bool = False
 def forward(lm, batch: Batch, extra: ExtraTokens | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Final hidden states [B, T, d] and next-token logits [B, T, V (+ extra)] of the frozen LM, both
     float32 whatever the LM's dtype (so float32 heads and extra tokens work on a bf16 LM)."""
+    _check_fits(lm, batch)
     out = lm.model(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
                    position_ids=batch.position_ids, output_hidden_states=True)
     hidden, logits = out.hidden_states[-1].float(), out.logits.float()
@@ -245,6 +286,15 @@ def teacher_forced_loss(lm, sequences: list[list], ranks: Group = SINGLE) -> tor
     return next_token_loss(logits, batch.targets, ranks)
 
 
+def _check_fits(lm, batch: Batch) -> None:
+    """A clear error, not an IndexError deep in the position embedding, for a batch that was not
+    made by `assemble` for this LM (assemble cuts every sequence to the context)."""
+    limit, width = context_length(lm), batch.inputs_embeds.shape[1]
+    if limit and width > limit:
+        raise ValueError(f"batch has {width} positions but the LM's context is {limit}; build it with "
+                         "bridge.assemble for this LM, which cuts longer sequences")
+
+
 @dataclass
 class Generation:
     tokens: list[list[int]]  # generated ids per sequence (stop token included, nothing after it)
@@ -273,10 +323,22 @@ def stop_token_ids(tokenizer, stop) -> set[int]:
 
 @torch.no_grad()
 def generate(lm, batch: Batch, max_new_tokens: int, temperature: float = 0.0, stop: tuple = (".",),
-             extra: ExtraTokens | None = None, generator: torch.Generator | None = None) -> Generation:
+             extra: ExtraTokens | None = None, generator: torch.Generator | None = None,
+             exact: bool = False) -> Generation:
     """Continue a left-padded batch with the KV cache: greedy (temperature 0) or sampling, until a
     `stop` token (a token string or an id, <eos> always) or `max_new_tokens`. With `extra`, its
-    tokens ([RET]) can be generated too, and are fed back as their own embeddings."""
+    tokens ([RET]) can be generated too, and are fed back as their own embeddings.
+    The LM's context caps the tokens written: a prompt of W positions leaves room for
+    context - W + 1 (the last token is never fed back, so it needs no position); exact=True raises
+    when max_new_tokens does not fit instead."""
+    _check_fits(lm, batch)
+    limit = context_length(lm)
+    if limit:
+        room = limit - batch.inputs_embeds.shape[1] + 1
+        if exact and max_new_tokens > room:
+            raise ValueError(f"{max_new_tokens} new tokens after a prompt of {batch.inputs_embeds.shape[1]} "
+                             f"positions do not fit the LM's context of {limit} (room for {room})")
+        max_new_tokens = min(max_new_tokens, room)
     tok = lm.tokenizer
     embedding = lm.model.get_input_embeddings()
     stop_ids = torch.tensor(sorted(stop_token_ids(tok, stop)), device=batch.attention_mask.device)

@@ -98,7 +98,7 @@ def repeat_copy_accuracy(lm, captions: list[str], kinds: dict[str, tuple]) -> di
     for caption in captions:
         first = br.token_ids(tok, caption)
         ids = first + br.token_ids(tok, caption)
-        x = torch.tensor([[tok.bos_token_id, *ids]], device=lm.model.device)
+        x = torch.tensor([[br.bos_token_id(tok), *ids]], device=lm.model.device)
         predicted = lm.model(x).logits[0, :-1].argmax(-1).tolist()  # position i predicts ids[i]
         for i in range(len(first), len(ids)):
             word = tok.decode([ids[i]]).strip()
