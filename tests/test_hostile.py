@@ -609,3 +609,54 @@ def test_results_are_written_readable_by_others(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+# ---------------------------------------------------------------------------- divergence stops the run
+def test_a_step_that_diverges_stops_training_with_the_weights_as_before():
+    """Clipping keeps the loss finite at lr=1e6 (Adam moves each weight by about lr whatever the
+    gradient), so the loss never tells; the size of the step does."""
+    import torch
+
+    from vlbridge.training import adamw, optimizer_step
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 8)
+    x = torch.randn(16, 8)
+    for lr in (1e-2, 1e6):
+        before = [p.detach().clone() for p in model.parameters()]
+        optimizer = adamw(model.parameters(), lr, 0.0)
+        if lr == 1e6:
+            with pytest.raises(FloatingPointError, match=r"step 0: training diverged: .* lower the learning rate \(lr\)"):
+                optimizer_step(optimizer, model(x).square().mean(), [list(model.parameters())], 1.0, "test, step 0")
+            assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+        else:  # a healthy rate steps on
+            optimizer_step(optimizer, model(x).square().mean(), [list(model.parameters())], 1.0, "test, step 0")
+            assert not all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+def test_esper_at_a_diverging_learning_rate_stops_at_its_first_step():
+    """ESPER's loss is a ratio objective that stays small however far the weights fly: only the step
+    size can tell."""
+    from vlbridge import backbones
+    from vlbridge.methods.esper import Esper, EsperConfig
+    from vlbridge.methods.prefix import PrefixCaptioner, PrefixConfig
+
+    clip, lm = backbones.load_clip("micro-clip-smoke"), backbones.load_lm("micro-lm-smoke")
+    captioner = PrefixCaptioner(lm, PrefixConfig("test", clip.embed_dim, 2, max_new_tokens=4))
+    features = torch_randn(4, clip.embed_dim)
+    esper = Esper(captioner, clip, EsperConfig(steps=2, batch_size=2, samples=2, lr=1e6, warmup_steps=0))
+    with pytest.raises(FloatingPointError, match="ESPER step 0: training diverged"):
+        esper.fit(features, features)
+
+
+def torch_randn(*shape):
+    import torch
+
+    return torch.nn.functional.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(0)), dim=-1)
+
+
+def test_a_chapter_at_lr_1e6_fails_naming_the_divergence_and_publishes_nothing(project):
+    result = vlbridge("run", "03", "-p", "smoke", "--set", "lr=1e6", "--publish")
+    assert result.returncode != 0
+    assert "FROMAGe, step 0: training diverged" in result.stderr and "(lr)" in result.stderr, result.stderr
+    assert not (project / "results" / "smoke" / "03_grounding.ipynb").exists()

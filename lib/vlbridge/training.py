@@ -55,16 +55,42 @@ def optimizer_step(optimizer, loss: torch.Tensor, groups: list, clip_grad: float
                    ranks: Group = SINGLE) -> None:
     """One step on `loss` (this rank's share of it: see distributed): stop on a loss that is not
     finite on any rank (the model is left as before the step), backward, sum the gradients over
-    ranks, clip each group of parameters to norm `clip_grad`, step."""
+    ranks, clip each group of parameters to norm `clip_grad`, step; stop on a step that diverged."""
     if ranks.any(not torch.isfinite(loss).item()):
         raise FloatingPointError(f"{where}: the loss became {ranks.sum(loss).item()}; training stopped; "
                                  "lower the learning rate")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    reduce_gradients([p for g in optimizer.param_groups for p in g["params"]], ranks)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    reduce_gradients(params, ranks)
     for group in groups:
         torch.nn.utils.clip_grad_norm_(group, clip_grad)
+    before = [p.detach().clone() for p in params]
     optimizer.step()
+    _check_step_size(params, before, where)
+
+
+# A step that moves the trained weights by more than their own norm has diverged: clipping keeps the
+# loss finite, so nothing else notices (lr=1e6 moved them 3e6-fold). Healthy steps of the book's runs
+# move them by at most 8% (FROMAGe, ClipCap and GRPO on the smoke profile; every default chapter runs
+# through this check too).
+MOST_A_STEP_MOVES = 1.0
+
+
+def _check_step_size(params: list, before: list, where: str) -> None:
+    """Stop training, with the weights put back as they were before the step, when the step moved
+    them by more than MOST_A_STEP_MOVES times their norm (every rank decides alike: same weights)."""
+    size = torch.sqrt(sum(b.float().square().sum() for b in before))
+    if size == 0:  # weights all zero at the start: no scale to compare a step with
+        return
+    moved = torch.sqrt(sum((p.detach().float() - b.float()).square().sum() for p, b in zip(params, before))) / size
+    if moved > MOST_A_STEP_MOVES:
+        with torch.no_grad():
+            for p, b in zip(params, before):
+                p.copy_(b)
+        raise FloatingPointError(f"{where}: training diverged: one step moved the trained weights by {moved.item():.3g} "
+                                 f"times their size (healthy steps move them by a few percent); training stopped "
+                                 "with the weights as before that step; lower the learning rate (lr)")
 
 
 def train_loop(model, optimizer, steps: int, warmup: int, loss_fn, desc: str, clip_grad: float = 1.0,
