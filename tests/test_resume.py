@@ -56,6 +56,42 @@ def uninterrupted(cache, tmp_path_factory):
     return weights
 
 
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants (Linux /proc): torchrun starts each worker in a session of its own,
+    so a signal to the launcher's process group does not reach them."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:  # the task ended meanwhile
+            continue
+        for child in children:
+            found += process_tree(int(child))
+    return found
+
+
+def kill_all(running: subprocess.Popen) -> None:
+    """SIGKILL to the launcher, torchrun and every worker at once, as a lost node is; returns when all
+    are gone, so no orphan writes on into the run folder while the resumed run reads it."""
+    tree = process_tree(running.pid)
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    running.wait()
+    for pid in tree[1:]:
+        while running_still(pid):
+            time.sleep(0.01)
+
+
+def running_still(pid: int) -> bool:
+    try:
+        return "(zombie)" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
 def wait_for(path: Path, running: subprocess.Popen, seconds: float = 300) -> None:
     deadline = time.time() + seconds
     while not path.exists() and running.poll() is None and time.time() < deadline:
@@ -71,8 +107,7 @@ def test_a_run_killed_and_resumed_ends_with_the_uninterrupted_weights(model, cac
     marker = cut / f"step-{stop_after:06d}" / "state.json"
     running = train(model, cut, cache, wait=False)
     wait_for(marker, running)
-    os.killpg(running.pid, signal.SIGKILL)
-    running.wait()
+    kill_all(running)
     assert marker.exists(), f"the run ended before checkpointing step {stop_after}: {running.stdout.read()}"
     assert not (cut / "train.json").exists(), "killed after it finished: the test proves nothing"
 
