@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .clip import FrozenCLIP, check_texts
 from .freeze import freeze
-from .lm import BackboneNotFoundError, _hide_hf_progress_bars
+from .lm import BackboneNotFoundError, _hide_hf_progress_bars, not_available_offline
 
 PREFIX = "hf:"  # 'hf:org/repo' or 'hf:/a/folder': always transformers, never open_clip
 FAMILIES = ("clip", "siglip")  # config.json model_type values this module loads
@@ -145,11 +145,5 @@ def load_hf_clip(name_or_path: str, device: str = "cpu", dtype: torch.dtype = to
         image_processor = AutoImageProcessor.from_pretrained(source, local_files_only=True)
         model = model_class.from_pretrained(source, local_files_only=True, dtype=dtype)
     except OSError as e:  # transformers' word for "not here" (a missing cache entry or file)
-        last = name_or_path.rstrip("/").split("/")[-1]
-        raise BackboneNotFoundError(
-            f"CLIP model {name_or_path!r} is not available offline ({e.__class__.__name__}). "
-            f"On a machine with network, download it with `hf download {name_or_path} --local-dir "
-            f"checkpoints/{last}`, copy that folder here and set clip_model: hf:checkpoints/{last} "
-            "(or fill the Hugging Face cache, ~/.cache/huggingface, with the same model)."
-        ) from None
+        raise not_available_offline("CLIP model", "clip_model", name_or_path, local, e, prefix="hf:") from None
     return HFCLIP(name_or_path, model.to(device), tokenizer, image_processor)

@@ -19,6 +19,25 @@ class BackboneNotFoundError(FileNotFoundError):
     """A real checkpoint is not on this machine; the message says what to download and where."""
 
 
+def not_available_offline(what: str, key: str, name_or_path: str, local: Path, error: OSError,
+                          prefix: str = "") -> BackboneNotFoundError:
+    """What to do when transformers cannot read `name_or_path` offline: for a local folder, which
+    files it lacks (downloading it by its own path makes no sense); for a hub name, how to get it
+    here. `key` is the parameter that names it (lm_model, clip_model), `prefix` what its value starts with."""
+    if local.exists():
+        return BackboneNotFoundError(
+            f"{what} folder {local} has a config.json, but transformers could not read the model from it "
+            f"({error.__class__.__name__}: {str(error).splitlines()[0] if str(error) else 'no detail'}). A folder "
+            "made by `hf download NAME --local-dir FOLDER` holds the weights (model.safetensors, or "
+            "pytorch_model.bin, or their shards with the index file) and the tokenizer files: copy the whole of it.")
+    last = name_or_path.rstrip("/").split("/")[-1]
+    return BackboneNotFoundError(
+        f"{what} {name_or_path!r} is not available offline ({error.__class__.__name__}). On a machine with network, "
+        f"download it with `hf download {name_or_path} --local-dir checkpoints/{last}`, copy that folder here and "
+        f"set {key}: {prefix}checkpoints/{last} (or fill the Hugging Face cache, ~/.cache/huggingface, with the "
+        "same model).")
+
+
 @dataclass
 class FrozenLM:
     name: str
@@ -60,13 +79,7 @@ def load_hf_lm(name_or_path: str, dtype: torch.dtype = torch.float32) -> FrozenL
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, dtype=dtype)
     except OSError as e:
-        raise BackboneNotFoundError(
-            f"language model {name_or_path!r} is not available offline ({e.__class__.__name__}). "
-            f"On a machine with network, download it with `hf download {name_or_path} --local-dir "
-            f"checkpoints/{name_or_path.split('/')[-1]}`, copy that folder here and set "
-            f"lm_model: checkpoints/{name_or_path.split('/')[-1]} (or fill the Hugging Face cache, "
-            "~/.cache/huggingface, with the same model)."
-        ) from None
+        raise not_available_offline("language model", "lm_model", name_or_path, local, e) from None
     if tokenizer.pad_token is None:  # GPT-2 and friends have none; batching needs one
         tokenizer.pad_token = tokenizer.eos_token
     return FrozenLM(name_or_path, freeze(model), tokenizer)
