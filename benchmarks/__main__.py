@@ -2,8 +2,8 @@
 on the CPU here; its paper size is `python -m benchmarks.paper_shape --size paper` on a GPU."""
 import torch
 
-from benchmarks import feature_cache, generation, kv_cache, paper_shape, rollout, tokenize
+from benchmarks import contention, feature_cache, generation, kv_cache, paper_shape, rollout, tokenize
 
 torch.set_num_threads(2)
-for bench in (tokenize, generation, kv_cache, feature_cache, rollout, paper_shape):
+for bench in (tokenize, generation, kv_cache, feature_cache, rollout, paper_shape, contention):
     bench.main()

@@ -2,6 +2,7 @@
 torch), constraints/cpu-reference.txt the exact versions of the reference CPU book, and
 environment.yml is a thin shim over both."""
 import json
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -121,3 +122,17 @@ def test_run_json_records_every_pinned_version():
     from vlbridge.book.runner import VERSIONED_PACKAGES
 
     assert set(reference_pins()) <= {canonicalize_name(n) for n in VERSIONED_PACKAGES}
+
+
+@pytest.mark.parametrize("given, seen", [(None, "1000"), ("300000", "300000")])
+def test_importing_vlbridge_shortens_the_spin_of_waiting_threads_unless_the_user_chose(given, seen):
+    """libgomp reads GOMP_SPINCOUNT once, when torch loads it: vlbridge must set it on import, before
+    torch (benchmarks/contention.py measures why); a user's own setting wins."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"} | ({"GOMP_SPINCOUNT": given} if given else {})
+    out = subprocess.run([sys.executable, "-c", "import os, sys, vlbridge; "
+                          "print(os.environ['GOMP_SPINCOUNT'], 'torch' in sys.modules)"],
+                         env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert out == [seen, "False"]
