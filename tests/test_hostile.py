@@ -660,3 +660,28 @@ def test_a_chapter_at_lr_1e6_fails_naming_the_divergence_and_publishes_nothing(p
     assert result.returncode != 0
     assert "FROMAGe, step 0: training diverged" in result.stderr and "(lr)" in result.stderr, result.stderr
     assert not (project / "results" / "smoke" / "03_grounding.ipynb").exists()
+
+
+# ---------------------------------------------------------------------------- a local folder without weights
+def test_a_local_model_folder_without_weights_names_what_it_lacks_not_a_download_of_itself(tmp_path):
+    """A folder with a config.json but no weights (a half-finished copy) used to suggest
+    `hf download <that folder>`, a command that cannot work."""
+    from tiny_models import byte_level_bpe, save_tiny_hf_clip, tiny_gpt2
+
+    from vlbridge import backbones
+
+    lm_folder = tmp_path / "lm"
+    tokenizer = byte_level_bpe(["a red circle", "a blue square"] * 20, vocab_size=300)
+    tiny_gpt2(tokenizer).save_pretrained(lm_folder)
+    tokenizer.save_pretrained(lm_folder)
+    clip_folder = save_tiny_hf_clip(tmp_path / "clip")
+    for folder in (lm_folder, clip_folder):
+        for weights in folder.glob("*.safetensors"):
+            weights.unlink()
+    for load, folder, spelt in ((backbones.load_lm, lm_folder, str(lm_folder)),
+                                (backbones.load_clip, clip_folder, f"hf:{clip_folder}")):
+        with pytest.raises(backbones.BackboneNotFoundError) as caught:
+            load(spelt)
+        message = str(caught.value)
+        assert f"folder {folder} has a config.json" in message and "model.safetensors" in message, message
+        assert f"hf download {folder}" not in message and f"hf download {spelt}" not in message
