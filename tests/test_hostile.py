@@ -626,7 +626,7 @@ def test_a_step_that_diverges_stops_training_with_the_weights_as_before():
         before = [p.detach().clone() for p in model.parameters()]
         optimizer = adamw(model.parameters(), lr, 0.0)
         if lr == 1e6:
-            with pytest.raises(FloatingPointError, match=r"step 0: training diverged: .* lower the learning rate \(lr\)"):
+            with pytest.raises(FloatingPointError, match=r"step 0: training diverged: .* learning rate \(lr\)"):
                 optimizer_step(optimizer, model(x).square().mean(), [list(model.parameters())], 1.0, "test, step 0")
             assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
         else:  # a healthy rate steps on
@@ -667,7 +667,6 @@ def test_a_local_model_folder_without_weights_names_what_it_lacks_not_a_download
     """A folder with a config.json but no weights (a half-finished copy) used to suggest
     `hf download <that folder>`, a command that cannot work."""
     from tiny_models import byte_level_bpe, save_tiny_hf_clip, tiny_gpt2
-
     from vlbridge import backbones
 
     lm_folder = tmp_path / "lm"

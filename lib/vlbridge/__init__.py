@@ -1,9 +1,10 @@
 """vlbridge: a small trainable bridge between a frozen vision encoder and a frozen causal LM.
 
 Importing the package pins the CPU math library code paths and how their threads wait, and keeps
-Hugging Face offline, before torch is loaded, so that runs are repeatable here and elsewhere (see CONVENTIONS.md: AVX2 pins gave
-the same results and speed as the default on this machine, and keep AVX-512 machines on the same
-path). Existing settings win: export HF_HUB_OFFLINE=0 to let transformers download.
+Hugging Face offline, before torch is loaded, so that runs are repeatable here and elsewhere (see
+CONVENTIONS.md: AVX2 pins gave the same results and speed as the default on this machine, and keep
+AVX-512 machines on the same path). Existing settings win: export HF_HUB_OFFLINE=0 to let
+transformers download.
 """
 import os
 

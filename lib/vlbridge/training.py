@@ -88,9 +88,9 @@ def _check_step_size(params: list, before: list, where: str) -> None:
         with torch.no_grad():
             for p, b in zip(params, before):
                 p.copy_(b)
-        raise FloatingPointError(f"{where}: training diverged: one step moved the trained weights by {moved.item():.3g} "
-                                 f"times their size (healthy steps move them by a few percent); training stopped "
-                                 "with the weights as before that step; lower the learning rate (lr)")
+        raise FloatingPointError(f"{where}: training diverged: one step moved the trained weights by "
+                                 f"{moved.item():.3g} times their size (healthy steps move them by a few percent); "
+                                 "training stopped with the weights as before that step; lower the learning rate (lr)")
 
 
 def train_loop(model, optimizer, steps: int, warmup: int, loss_fn, desc: str, clip_grad: float = 1.0,
