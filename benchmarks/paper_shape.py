@@ -3,16 +3,25 @@ CLIP ViT-L/14-shaped CLIP, both bf16, built in memory from transformers configs 
 nothing saved) and wrapped in the project's own FrozenLM and HFCLIP, so every method runs its real
 code path on them.
 
-- FROMAGe: one training step (the paper's batch of 180 examples, about half of them two image-caption
-  pairs, every example also a retrieval query; micro-batches allowed) against its floor, measured in
-  the same run: the frozen LM's forward plus its activation backward (down to the input embeddings,
-  no weight gradients) on exactly the LM inputs the step fed it, with a next-token-sized loss (a
-  log-softmax over the vocabulary at every position) and nothing else. The CLIP features are cached
-  (computed once before training, as `Fromage.fit` takes them) in both. Before timing, the LM calls of
-  one step and of one floor pass are recorded: the floor must read the same tokens as the step.
-  MFU counts 4 * N_LM * tokens per step (forward 2N, activation backward 2N per token; N_LM the LM's
-  parameter count, tied embeddings once; tokens: the real ones, padding excluded) against the
-  accelerator's peak: bf16 dense 989 TFLOP/s for an H100 SXM or an H200, else n/a (or --peak-tflops).
+- FROMAGe: one training step of the library (`Fromage.losses` and `training.optimizer_step`, on
+  examples drawn by `Fromage.draw_examples`, as `Fromage.fit` takes it): the paper's batch of 180
+  examples, about half of them two image-caption pairs, every example also a retrieval query, so 360
+  LM sequences. Fromage's `micro_batch` sorts them by length and runs the LM on micro-batches of at
+  most that many, each padded only to its own longest (the same losses: the contrastive loss still
+  sees the whole batch); unset, the LM reads one batch per kind of sequence, padded to its longest,
+  and about half of the positions it computes at this shape are padding. The CLIP features are
+  cached (computed once before training, as `Fromage.fit` takes them).
+- Its floor, measured in the same run: the frozen LM alone, forward plus activation backward (down
+  to the input embeddings, no weight gradients), with a next-token-sized loss (a log-softmax over
+  the vocabulary at every position) and nothing else, on exactly the LM calls the step made: the
+  same micro-batches, the same padded layout, every graph held to one backward as the step holds
+  them (recorded before timing; the floor must read the same tokens and positions). So step/floor is
+  what the step adds to the LM's own work on its layout, and padding cannot hide in it; MFU, counted
+  on real tokens, is what pays for padding.
+- MFU counts 4 * N_LM * real tokens per step (forward 2N, activation backward 2N per token; N_LM the
+  LM's parameter count, tied embeddings once; padding excluded) against the accelerator's peak: bf16
+  dense 989 TFLOP/s for an H100 SXM or an H200, else n/a (or --peak-tflops). The line also gives the
+  real and padded token counts, and MFU counting padded positions.
 - ESPER: one PPO rollout (`Esper.rollout`: sample captions with the KV cache, CLIP-score them,
   teacher-forced log-probabilities under the policy and the text-only LM, value head) at the
   paper-esper profile's shape (128 captions of up to 20 tokens, prefix 10, temperature 0.7), in
@@ -26,21 +35,23 @@ every caption and rationale runs to its maximum length: the rates are those of f
 Run:
     python -m benchmarks.paper_shape                                # tiny, on the CPU: proves the path
     python -m benchmarks.paper_shape --size paper                   # on a GPU (device cuda)
-    python -m benchmarks.paper_shape --size paper --micro-batch 180 # one micro-batch (an H200)
+    python -m benchmarks.paper_shape --size paper --micro-batch 60 90 none  # the step at each layout
     python -m benchmarks.paper_shape --size paper --peak-tflops 756 # another card's peak
 
 `python -m benchmarks` runs the tiny size on the CPU (seconds). The tiny size scales the configs
 down (2 layers, hidden 64, a vocabulary of 512 over the stand-in tokenizer's 114 words, batch 8 in
-micro-batches of 4, 8 rollouts, 2 ILLUME items) and runs exactly the same code; its timings only show
-that it runs. `--size paper` runs on one GPU at a default micro-batch of 60 (3 per step; the
-contrastive loss then sees 60 examples at a time, which changes the loss, not the cost of the LM).
-Its memory, estimated (not measured on a GPU) from the bytes autograd saves per token and layer of
-this LM (about 20 x hidden, measured on the CPU) and the float32 copies of the logits: about 40 GB at
-60, 50 GB at 90, 90 GB at 180 (an H200's memory). Its goals on one H100/H200 are a step within 1.15x
-of the floor and MFU >= 35%, and it prints whether each holds. About half of the positions the LM
-computes at paper size are padding (interleaved examples are twice as long as single ones, and a
-batch pads to its longest), which MFU on real tokens pays for and the step/floor ratio does not:
-the line also gives MFU counting padded positions.
+micro-batches of at most 6 sequences, 8 rollouts, 2 ILLUME items) and runs exactly the same code;
+its timings only show that it runs. `--size paper` runs on one GPU at a micro-batch of 60 sequences
+(6 LM calls; 10% of the positions are then padding, against 50% without micro-batches). Its goals on
+one H100/H200 are a step within 1.15x of the floor and MFU >= 35%, and it prints whether each holds.
+Micro-batches remove padding, not memory: every micro-batch's graph is kept to the one backward, so
+the peak memory (printed on a GPU) is the whole batch's, less its padding.
+
+Measured on one NVIDIA H200 (torch 2.11.0+cu130, transformers 5.23.0; tools/gpu_paper_shape.sh), the
+step / floor / MFU on real tokens / peak memory: micro-batches of 60: 667 / 599 ms, x1.11, 44.0%,
+50.6 GB; of 45: 719 / 612 ms, x1.17, 40.8%; of 90 (20% padding): 707 / 642 ms, x1.10, 41.5%; without
+micro-batches: 1085 / 909 ms, x1.19, 27.0%, 83.0 GB. ESPER 4269 tokens/s (sampling alone 7324),
+ILLUME 218.6 rationales/s.
 """
 from __future__ import annotations
 
@@ -62,7 +73,7 @@ from vlbridge.methods.esper import Esper, EsperConfig
 from vlbridge.methods.fromage import Fromage, FromageConfig
 from vlbridge.methods.prefix import PLAIN_PROMPT, PrefixCaptioner, PrefixConfig
 from vlbridge.repro import generator
-from vlbridge.training import adamw
+from vlbridge.training import adamw, optimizer_step
 
 # bf16 dense peak FLOP/s by device name (tensor cores, no sparsity).
 H100_SXM_BF16 = 989e12
@@ -78,7 +89,7 @@ class Size:
     text: dict  # CLIPTextConfig fields; vocab_size None: the tokenizer's vocabulary
     projection_dim: int
     batch: int  # FROMAGe examples per step
-    micro_batch: int
+    micro_batch: int  # Fromage's micro_batch: LM sequences per forward at most (2 per example)
     rollouts: int  # ESPER captions per rollout
     illume_items: int  # items sampled at once (5 rationales each)
     repeats: int
@@ -105,7 +116,7 @@ SIZES = {
                     patch_size=8, image_size=32),
         text=dict(vocab_size=None, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=2, max_position_embeddings=77),
-        projection_dim=16, batch=8, micro_batch=4, rollouts=8, illume_items=2, repeats=2),
+        projection_dim=16, batch=8, micro_batch=6, rollouts=8, illume_items=2, repeats=2),
 }
 
 # The papers' settings (params/paper-fromage.yaml, paper-esper.yaml, paper-illume.yaml).
@@ -186,25 +197,29 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def peak_memory_gb(device) -> float | None:
+    """The most memory torch has held on a GPU since the last reset, in GB; None on the CPU."""
+    return torch.cuda.max_memory_allocated(device) / 1e9 if torch.device(device).type == "cuda" else None
+
+
 # ---------------------------------------------------------------------------- the LM's calls
 @dataclass
 class LMCall:
     inputs_embeds: torch.Tensor
     attention_mask: torch.Tensor
     position_ids: torch.Tensor | None
-    group: int  # the micro-batch
 
 
 class LMCalls:
     """Records every forward call of a frozen LM inside the `with` block: its inputs (detached), and
-    the tokens it read. `group` tags the calls of one micro-batch."""
+    the tokens it read."""
 
     def __init__(self, lm: FrozenLM):
-        self.model, self.calls, self.group = lm.model, [], 0
+        self.model, self.calls = lm.model, []
 
     def _hook(self, module, args, kwargs):
         x = kwargs["inputs_embeds"]
-        self.calls.append(LMCall(x.detach(), kwargs["attention_mask"], kwargs.get("position_ids"), self.group))
+        self.calls.append(LMCall(x.detach(), kwargs["attention_mask"], kwargs.get("position_ids")))
 
     def __enter__(self):
         self.handle = self.model.register_forward_pre_hook(self._hook, with_kwargs=True)
@@ -223,105 +238,74 @@ class LMCalls:
         """Positions computed, padding included."""
         return sum(c.attention_mask.numel() for c in self.calls)
 
-    def groups(self) -> list[list[LMCall]]:
-        out = {}
-        for call in self.calls:
-            out.setdefault(call.group, []).append(call)
-        return list(out.values())
-
 
 # ---------------------------------------------------------------------------- FROMAGe
-def fromage_batch(n_images: int, batch: int, interleaved: float = 0.5, seed: int = 0) -> tuple[list, dict]:
-    """A step's examples as `Fromage.fit` draws them (one or two image indices each) and their captions."""
-    order = generator(seed, "fromage-batches")
-    idx = torch.randint(n_images, (batch,), generator=order).tolist()
-    two = (torch.rand(batch, generator=order) < interleaved).tolist()
-    partner = torch.randint(n_images, (batch,), generator=order).tolist()
-    pairs = [(i, j) if t else (i,) for i, j, t in zip(idx, partner, two)]
-    scenes = world.scenes(0, n_images)
-    captions = {i: world.caption(scenes[i], world.scene_rng(scenes[i].seed, 0)) for p in pairs for i in p}
-    return pairs, captions
+def fromage_step(model: Fromage, optimizer, features: torch.Tensor, captions: dict, pairs: list) -> None:
+    """One step of `Fromage.fit` on given examples: its losses and training.optimizer_step (a finite-loss
+    check, the backward, each clip group to norm 1, AdamW); fit adds only the schedule and the log."""
+    losses = model.losses(features, captions, pairs, captioned=model.config.batch_size)
+    optimizer_step(optimizer, losses["total"], model.clip_groups(), 1.0, "FROMAGe benchmark step")
 
 
-def fromage_step(model: Fromage, optimizer, groups: list, features: torch.Tensor, captions: dict, pairs: list,
-                 micro_batch: int, calls: LMCalls | None = None) -> torch.Tensor:
-    """One FROMAGe training step as `Fromage.fit` takes it (training.optimizer_step: a finite-loss check,
-    backward, per-group clipping to norm 1, AdamW), its gradient accumulated over micro-batches."""
-    optimizer.zero_grad(set_to_none=True)
-    total = 0.0
-    for g, start in enumerate(range(0, len(pairs), micro_batch)):
-        if calls is not None:
-            calls.group = g
-        chunk = pairs[start:start + micro_batch]
-        loss = model.losses(features, captions, chunk)["total"] * (len(chunk) / len(pairs))
-        loss.backward()
-        total = total + loss.detach()
-    if not torch.isfinite(total):
-        raise FloatingPointError(f"FROMAGe step: the loss became {float(total)}")
-    for group in groups:
-        torch.nn.utils.clip_grad_norm_(group, 1.0)
-    optimizer.step()
-    return total
-
-
-def floor_pass(lm: FrozenLM, recorded: list[list[LMCall]]) -> list[torch.Tensor]:
-    """The frozen LM's forward and activation backward on recorded inputs, one micro-batch at a time
-    (its calls together, as the step holds them): a loss at every real position, a log-softmax over
-    the vocabulary, as any next-token loss needs. Returns the gradients at the input embeddings."""
-    grads = []
-    for calls in recorded:
-        inputs, loss = [], 0.0
-        for call in calls:
-            x = call.inputs_embeds.detach().requires_grad_(True)
-            logits = lm.model(inputs_embeds=x, attention_mask=call.attention_mask,
-                              position_ids=call.position_ids).logits
-            targets = torch.where(call.attention_mask.bool(), 0, IGNORE)
-            loss = loss + F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
-            inputs.append(x)
-        loss.backward()
-        grads += [x.grad for x in inputs]
-    return grads
+def floor_pass(lm: FrozenLM, recorded: list[LMCall]) -> list[torch.Tensor]:
+    """The frozen LM's forward and activation backward on recorded inputs, every call's graph held to
+    one backward, as the step holds them: a loss at every real position, a log-softmax over the
+    vocabulary, as any next-token loss needs. Returns the gradients at the input embeddings."""
+    inputs, loss = [], 0.0
+    for call in recorded:
+        x = call.inputs_embeds.detach().requires_grad_(True)
+        logits = lm.model(inputs_embeds=x, attention_mask=call.attention_mask, position_ids=call.position_ids).logits
+        targets = torch.where(call.attention_mask.bool(), 0, IGNORE)
+        loss = loss + F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+        inputs.append(x)
+    loss.backward()
+    return [x.grad for x in inputs]
 
 
 def bench_fromage(clip, lm, size: Size, device: str, features: torch.Tensor, peak: float | None,
-                  micro_batch: int, repeats: int, seed: int = 0) -> dict:
-    pairs, captions = fromage_batch(len(features), size.batch, seed=seed)
+                  micro_batch: int | None, repeats: int, seed: int = 0) -> dict:
     torch.manual_seed(seed)
-    model = Fromage(clip, lm, FromageConfig(batch_size=size.batch, retrieval_batch_size=size.batch, **FROMAGE))
+    model = Fromage(clip, lm, FromageConfig(batch_size=size.batch, retrieval_batch_size=size.batch,
+                                            micro_batch=micro_batch, **FROMAGE))
+    pairs = model.draw_examples(len(features), generator(seed, "fromage-batches"))
+    scenes = world.scenes(0, len(features))
+    captions = {i: world.caption(scenes[i], world.scene_rng(scenes[i].seed, 0)) for p in pairs for i in p}
     features = model.as_features(features)  # on the device once, as fit does
     optimizer = adamw(model.parameters(), FROMAGE["lr"], 0.0)
-    bridge = list(model.image_to_lm.parameters())  # clipped apart from the rest, as fit does
-    groups = [bridge, [p for p in model.parameters() if all(p is not b for b in bridge)]]
     model.train()
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
-    # One step and one floor pass with their LM calls recorded: the floor reads the same tokens.
+    # One step and one floor pass with their LM calls recorded: the floor reads the same tokens. They
+    # are the warm-up of the timing.
     with LMCalls(lm) as step_calls:
-        fromage_step(model, optimizer, groups, features, captions, pairs, micro_batch, step_calls)
+        fromage_step(model, optimizer, features, captions, pairs)
     with LMCalls(lm) as floor_calls:
-        grads = floor_pass(lm, step_calls.groups())
-    assert (floor_calls.tokens, floor_calls.positions) == (step_calls.tokens, step_calls.positions), \
-        "the floor must read exactly the step's tokens"
+        grads = floor_pass(lm, step_calls.calls)
+    assert [c.attention_mask.shape for c in floor_calls.calls] == [c.attention_mask.shape for c in step_calls.calls] \
+        and floor_calls.tokens == step_calls.tokens, "the floor must read exactly the step's calls and tokens"
     assert all(g is not None for g in grads), "the floor's backward must reach the input embeddings"
-    recorded = step_calls.groups()
+    recorded = step_calls.calls
 
     def step() -> None:
-        fromage_step(model, optimizer, groups, features, captions, pairs, micro_batch)
+        fromage_step(model, optimizer, features, captions, pairs)
         sync(device)
 
     def floor() -> None:
         floor_pass(lm, recorded)
         sync(device)
 
-    step_s, floor_s = best_times([step, floor], repeats)
+    step_s, floor_s = best_times([step, floor], repeats, warm_up=False)
     model.eval()
     n_lm = n_params(lm.model)
     flops = lm_step_flops(n_lm, step_calls.tokens)
-    return {"batch": size.batch, "micro_batches": len(recorded), "step_tokens": step_calls.tokens,
-            "step_positions": step_calls.positions, "floor_tokens": floor_calls.tokens,
-            "floor_positions": floor_calls.positions, "lm_calls": len(step_calls.calls), "n_lm": n_lm,
+    return {"batch": size.batch, "micro_batch": micro_batch, "lm_calls": len(recorded),
+            "step_tokens": step_calls.tokens, "step_positions": step_calls.positions,
+            "floor_tokens": floor_calls.tokens, "floor_positions": floor_calls.positions, "n_lm": n_lm,
             "step_s": step_s, "floor_s": floor_s, "ratio": step_s / floor_s, "flops": flops,
             "mfu": mfu(flops, step_s, peak), "floor_mfu": mfu(flops, floor_s, peak),
-            "mfu_padded": mfu(lm_step_flops(n_lm, step_calls.positions), step_s, peak)}
+            "mfu_padded": mfu(lm_step_flops(n_lm, step_calls.positions), step_s, peak),
+            "peak_gb": peak_memory_gb(device)}
 
 
 # ---------------------------------------------------------------------------- ESPER, ILLUME
@@ -384,12 +368,26 @@ def count(n: int) -> str:
     return next(f"{n / scale:.3g}{unit}" for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k"), (1, "")) if n >= scale)
 
 
-def run(size: str = "tiny", device: str = "cpu", micro_batch: int | None = None, peak_tflops: float | None = None,
+def fromage_line(f: dict) -> str:
+    layout = (f"in micro-batches of at most {f['micro_batch']} sequences sorted by length" if f["micro_batch"]
+              else "one forward per kind of sequence (micro_batch unset)")
+    return (f"  FROMAGe step, batch {f['batch']}, {layout}, CLIP features cached: {f['lm_calls']} LM calls, "
+            f"{f['step_tokens']} real tokens in {f['step_positions']} positions "
+            f"({1 - f['step_tokens'] / f['step_positions']:.0%} padding); step {f['step_s'] * 1e3:.1f} ms, floor "
+            f"(the frozen LM's forward + activation backward on the same calls) {f['floor_s'] * 1e3:.1f} ms, "
+            f"step/floor x{f['ratio']:.2f}; MFU at 4*N_LM*real tokens ({f['flops'] / 1e12:.3g} TFLOP per step) "
+            f"{_pct(f['mfu'])} (the floor's {_pct(f['floor_mfu'])}; counting padded positions "
+            f"{_pct(f['mfu_padded'])})" + ("" if f["peak_gb"] is None else f"; peak memory {f['peak_gb']:.1f} GB"))
+
+
+def run(size: str = "tiny", device: str = "cpu", micro_batches: tuple = (), peak_tflops: float | None = None,
         repeats: int | None = None, seed: int = 0) -> dict:
-    """Every measurement at `size` on `device`; prints them and returns them."""
+    """Every measurement at `size` on `device`; prints them as they come and returns them. The FROMAGe
+    step is timed at each of `micro_batches` (None: without micro-batches; default: the size's
+    micro_batch), and judged against the goals at the first."""
     shape = SIZES[size]
     repeats = repeats or shape.repeats
-    micro_batch = micro_batch or shape.micro_batch
+    micro_batches = micro_batches or (shape.micro_batch,)
     if torch.device(device).type == "cuda":
         name = torch.cuda.get_device_name(device)
         peak = peak_tflops * 1e12 if peak_tflops else peak_flops(name)
@@ -399,26 +397,21 @@ def run(size: str = "tiny", device: str = "cpu", micro_batch: int | None = None,
     clip, lm = build_backbones(shape, device, stand_in_tokenizer(), seed)
     n_images = 2 * shape.batch
     features = image_features(clip, world.render_array(world.scenes(0, n_images), clip.image_size))  # cached
-
-    fromage = bench_fromage(clip, lm, shape, device, features, peak, micro_batch, repeats, seed)
-    esper = bench_esper(clip, lm, shape, device, features, repeats, seed)
-    illume_ = bench_illume(clip, lm, shape, device, repeats, seed)
-    goals = None
-    if size == "paper":
-        goals = {"step_within_1.15x_floor": fromage["ratio"] <= STEP_GOAL,
-                 "mfu_at_least_35%": None if fromage["mfu"] is None else fromage["mfu"] >= MFU_GOAL}
-
-    f, e, i = fromage, esper, illume_
     peak_text = "peak n/a" if peak is None else f"peak {peak / 1e12:.0f} TFLOP/s"
     print(f"Paper-shape throughput, {size} size, on {name} ({peak_text}): {lm.name}, {count(n_params(lm.model))} "
-          f"parameters; {clip.name}, {count(n_params(clip.model))}; both bf16")
-    print(f"  FROMAGe step, batch {f['batch']} in {f['micro_batches']} micro-batches, CLIP features cached: "
-          f"{f['step_tokens']} LM tokens ({f['step_positions']} positions with padding, "
-          f"{1 - f['step_tokens'] / f['step_positions']:.0%} of them padding; {f['lm_calls']} LM calls); "
-          f"step {f['step_s'] * 1e3:.1f} ms, floor (the frozen LM's forward + activation backward on the same "
-          f"tokens) {f['floor_s'] * 1e3:.1f} ms, step/floor x{f['ratio']:.2f}; MFU at 4*N_LM*tokens "
-          f"({f['flops'] / 1e12:.3g} TFLOP per step) {_pct(f['mfu'])} (the floor's {_pct(f['floor_mfu'])}; "
-          f"counting padded positions {_pct(f['mfu_padded'])})")
+          f"parameters; {clip.name}, {count(n_params(clip.model))}; both bf16", flush=True)
+
+    layouts = []
+    for micro_batch in micro_batches:
+        layouts.append(bench_fromage(clip, lm, shape, device, features, peak, micro_batch, repeats, seed))
+        print(fromage_line(layouts[-1]), flush=True)
+    esper = bench_esper(clip, lm, shape, device, features, repeats, seed)
+    illume_ = bench_illume(clip, lm, shape, device, repeats, seed)
+    f, e, i = layouts[0], esper, illume_
+    goals = None
+    if size == "paper":
+        goals = {"step_within_1.15x_floor": f["ratio"] <= STEP_GOAL,
+                 "mfu_at_least_35%": None if f["mfu"] is None else f["mfu"] >= MFU_GOAL}
     print(f"  ESPER PPO rollout, {e['captions']} captions, prefix {ESPER['prefix_tokens']}, up to "
           f"{ESPER['max_new_tokens']} tokens at temperature {ESPER['temperature']:g}: {e['tokens']} tokens sampled, "
           f"{e['tokens_per_s']:.0f} tokens/s, {e['captions_per_s']:.1f} captions/s ({e['rollout_s'] * 1e3:.0f} ms "
@@ -434,9 +427,17 @@ def run(size: str = "tiny", device: str = "cpu", micro_batch: int | None = None,
         print(f"  Goals: step <= {STEP_GOAL}x floor "
               f"{'holds' if goals['step_within_1.15x_floor'] else 'FAILS'} (x{f['ratio']:.2f}); MFU >= "
               f"{MFU_GOAL:.0%} {'n/a (unknown peak)' if met is None else 'holds' if met else 'FAILS'} "
-              f"({_pct(f['mfu'])})")
-    return {"size": size, "device": name, "peak": peak, "fromage": fromage, "esper": esper, "illume": illume_,
-            "goals": goals}
+              f"({_pct(f['mfu'])}, at the first micro-batch size)")
+    return {"size": size, "device": name, "peak": peak, "fromage": f, "fromage_layouts": layouts, "esper": esper,
+            "illume": illume_, "goals": goals}
+
+
+def micro_batch_arg(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a micro-batch is a number of sequences >= 1 or 'none', got {text!r}")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -444,8 +445,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.paper_shape", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
     parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cpu for tiny, cuda for paper)")
-    parser.add_argument("--micro-batch", type=int, default=None, help="FROMAGe examples per micro-batch "
-                        "(default: 4 for tiny, 60 for paper)")
+    parser.add_argument("--micro-batch", type=micro_batch_arg, nargs="+", default=(), help="FROMAGe's "
+                        "micro_batch, LM sequences per forward at most, or 'none' (no micro-batches); several: "
+                        "the step is timed at each, and the goals judged at the first (default: 6 tiny, 60 paper)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's bf16 dense peak, if the "
                         "lookup does not know it")
     parser.add_argument("--repeats", type=int, default=None, help="best of this many timed runs "
@@ -454,11 +456,9 @@ def main(argv: list[str] | None = None) -> dict:
                         "`python -m benchmarks`)")
     args = parser.parse_args([] if argv is None else argv)
     device = args.device or ("cuda" if args.size == "paper" else "cpu")
-    if args.micro_batch is not None and args.micro_batch < 1:
-        parser.error("--micro-batch must be >= 1")
     if torch.device(device).type == "cpu":
         torch.set_num_threads(args.threads)
-    return run(args.size, device, args.micro_batch, args.peak_tflops, args.repeats)
+    return run(args.size, device, tuple(args.micro_batch), args.peak_tflops, args.repeats)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ retrieval_batch_size: int = 64  # examples per step for the retrieval losses: co
 lr: float = 1e-2
 weight_decay: float = 0.0
 warmup_steps: int = 20
+micro_batch: int = 0  # LM forwards of at most this many sequences, sorted by length (0: one forward per kind)
 ablation_steps: int = 120  # each ablation is a separate, shorter training run
 eval_scenes: int = 500  # held-out scenes for captioning and retrieval
 stories: int = 200  # held-out stories (their last pictures are the candidates)

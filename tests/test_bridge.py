@@ -140,3 +140,24 @@ def test_stop_words_match_byte_level_bpe_tokens_with_their_space_mark(lm):
                                                          lm.tokenizer.eos_token_id}
     with pytest.raises(ValueError, match="stop word 'zebra' is not a token"):
         br.stop_token_ids(lm.tokenizer, ("zebra",))
+
+
+def test_assemble_by_length_batches_the_rows_assemble_makes_sorted_by_length(lm):
+    sequences = [[Text("a red circle and a big blue square at the top left .", learn=True)],
+                 [Text("a circle")], [Embeds(torch.randn(3, lm.embed_dim), tag="image"), Text("a square .")],
+                 [Text("a small green triangle .", tag="end")], [Text("a red")]]
+    batches = list(br.assemble_by_length(lm, sequences, 2))
+    order = [i for rows, _ in batches for i in rows]
+    lengths = [br.assemble(lm, [sequences[i]]).attention_mask.shape[1] for i in order]
+    assert sorted(order) == list(range(5)) and lengths == sorted(lengths)
+    assert [len(rows) for rows, _ in batches] == [3, 2]  # nearly equal sizes, shortest first
+    for rows, batch in batches:  # each padded only to its own longest, row for row what assemble makes
+        alone = br.assemble(lm, [sequences[i] for i in rows])
+        assert batch.attention_mask.shape[1] == max(lengths[order.index(i)] for i in rows)
+        for got, want in zip((batch.inputs_embeds, batch.attention_mask, batch.position_ids, batch.targets),
+                             (alone.inputs_embeds, alone.attention_mask, alone.position_ids, alone.targets)):
+            assert torch.equal(got, want)
+        assert batch.tags == alone.tags
+    assert len(list(br.assemble_by_length(lm, sequences[:1], 4))) == 1  # no empty batches
+    with pytest.raises(ValueError, match="at least one batch, got 5 sequences in 0 batches"):
+        next(br.assemble_by_length(lm, sequences, 0))

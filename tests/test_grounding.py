@@ -101,3 +101,44 @@ def test_retrieval_in_both_directions_and_likelihoods_agree_with_the_embeddings(
     first = model.log_likelihood([[features[0], "there is"]], ["a red"])
     rest = model.log_likelihood([[features[0], "there is a red"]], ["circle ."])
     assert torch.allclose(whole, first + rest, atol=1e-4)
+
+
+@pytest.mark.parametrize("use_ret", [True, False])
+def test_micro_batches_sorted_by_length_take_the_one_batch_step(use_ret):
+    """config.micro_batch changes how the LM reads the sequences (both kinds together, sorted by length,
+    in several batches that each pad to their own longest), not the step: the same losses and
+    gradients as one batch per kind of sequence, the contrastive loss still over the whole batch."""
+    clip, lm = backbones.load_clip("micro-clip-smoke"), backbones.load_lm("micro-lm-smoke")
+    pool = world.scenes(0, 8)
+    captions = {i: world.caption(s, world.scene_rng(s.seed, 0)) for i, s in enumerate(pool)}
+    pairs = [(0,), (1, 2), (3,), (4, 5), (6,), (2, 7), (1,)]  # interleaved ones, and images shown twice
+    calls, outcomes = [], {}
+    hook = lm.model.register_forward_pre_hook(lambda m, args, kwargs: calls.append(kwargs["attention_mask"]),
+                                              with_kwargs=True)
+    try:
+        for micro_batch in (None, 3):
+            torch.manual_seed(0)
+            model = Fromage(clip, lm, FromageConfig(image_tokens=2, use_ret=use_ret, micro_batch=micro_batch))
+            features = model.features(world.render_array(pool, clip.image_size))
+            calls.clear()
+            losses = model.losses(features, captions, pairs, captioned=5)
+            losses["total"].backward()
+            outcomes[micro_batch] = ({k: v.detach() for k, v in losses.items()}, [m.clone() for m in calls],
+                                     {name: p.grad for name, p in model.named_parameters()})
+    finally:
+        hook.remove()
+    (whole, whole_calls, whole_grads), (micro, micro_calls, micro_grads) = outcomes[None], outcomes[3]
+    for name in whole:
+        torch.testing.assert_close(micro[name], whole[name], rtol=1e-5, atol=1e-6, msg=name)
+    for name in whole_grads:
+        torch.testing.assert_close(micro_grads[name], whole_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    # 5 captioning and 7 retrieval sequences: 4 forwards of 3, reading the same tokens with less padding
+    assert [len(m) for m in whole_calls] == [5, 7] and [len(m) for m in micro_calls] == [3, 3, 3, 3]
+    assert sum(m.sum() for m in micro_calls) == sum(m.sum() for m in whole_calls)
+    assert sum(m.numel() for m in micro_calls) < sum(m.numel() for m in whole_calls)
+
+
+def test_micro_batch_must_be_a_positive_number_of_sequences():
+    clip, lm = backbones.load_clip("micro-clip-smoke"), backbones.load_lm("micro-lm-smoke")
+    with pytest.raises(ValueError, match="micro_batch must be None or a number of sequences >= 1, got 0"):
+        Fromage(clip, lm, FromageConfig(micro_batch=0))

@@ -1,6 +1,7 @@
 """benchmarks/paper_shape.py at its tiny size on the CPU, in this process: every number it reports is
-finite and positive, its FROMAGe floor reads exactly the tokens the step fed the LM, and MFU is
-4 * N_LM * tokens over time over the peak. Timings are not compared (a shared CPU decides them)."""
+finite and positive, its FROMAGe floor reads exactly the tokens the step fed the LM, micro-batches
+sorted by length pad less than one batch per kind of sequence, and MFU is 4 * N_LM * real tokens over
+time over the peak. Timings are not compared (a shared CPU decides them)."""
 import contextlib
 import io
 import math
@@ -16,7 +17,7 @@ PEAK_TFLOPS = 1e-3  # any peak: on the CPU the lookup has none, so MFU would be 
 def tiny(one_thread):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        results = ps.run("tiny", "cpu", peak_tflops=PEAK_TFLOPS, repeats=1)
+        results = ps.run("tiny", "cpu", (6, None), peak_tflops=PEAK_TFLOPS, repeats=1)
     return results, out.getvalue()
 
 
@@ -53,12 +54,21 @@ def test_paper_size_builds_opt_6_7b_and_clip_vit_l_14():
 
 
 def test_the_floor_reads_the_steps_lm_tokens(tiny):
-    f = tiny[0]["fromage"]
     shape = ps.SIZES["tiny"]
-    assert f["micro_batches"] == math.ceil(shape.batch / shape.micro_batch) == 2
-    assert f["lm_calls"] == 2 * f["micro_batches"]  # a captioning and a retrieval batch each
-    assert f["floor_tokens"] == f["step_tokens"] > 0
-    assert f["floor_positions"] == f["step_positions"] >= f["step_tokens"]
+    for f in tiny[0]["fromage_layouts"]:
+        assert f["floor_tokens"] == f["step_tokens"] > 0
+        assert f["floor_positions"] == f["step_positions"] >= f["step_tokens"]
+    # 16 sequences (a captioning and a retrieval sequence per example) in micro-batches of at most 6
+    batched, unbatched = tiny[0]["fromage_layouts"]
+    assert batched is tiny[0]["fromage"] and batched["micro_batch"] == shape.micro_batch == 6
+    assert batched["lm_calls"] == math.ceil(2 * shape.batch / shape.micro_batch) == 3
+    assert unbatched["micro_batch"] is None and unbatched["lm_calls"] == 2  # one per kind of sequence
+
+
+def test_micro_batches_sorted_by_length_pad_less_on_the_same_tokens(tiny):
+    batched, unbatched = tiny[0]["fromage_layouts"]
+    assert batched["step_tokens"] == unbatched["step_tokens"]
+    assert batched["step_positions"] < unbatched["step_positions"]
 
 
 def test_mfu_is_counted_on_the_steps_real_tokens(tiny):
@@ -84,10 +94,13 @@ def test_every_reported_number_is_finite_and_positive(tiny):
     shape = ps.SIZES["tiny"]
     assert e["captions"] == shape.rollouts and e["tokens"] <= shape.rollouts * ps.ESPER["max_new_tokens"]
     assert i["rationales"] == shape.illume_items * ps.ILLUME["samples"]
-    for words in ("step/floor x", "MFU at 4*N_LM*tokens", "tokens/s", "rationales/s", "apply at --size paper"):
+    for words in ("step/floor x", "MFU at 4*N_LM*real tokens", "padding", "tokens/s", "rationales/s",
+                  "apply at --size paper"):
         assert words in printed, words
 
 
-def test_micro_batch_must_be_positive():
-    with pytest.raises(SystemExit):
-        ps.main(["--micro-batch", "0"])
+def test_micro_batch_must_be_positive_or_none():
+    assert [ps.micro_batch_arg(text) for text in ("60", "none", "None")] == [60, None, None]
+    for wrong in ("0", "-3", "1.5", "all"):
+        with pytest.raises(SystemExit):
+            ps.main(["--micro-batch", wrong])

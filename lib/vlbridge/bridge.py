@@ -18,6 +18,7 @@ not fit). Sequences that fit are assembled and generated exactly as before.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,13 @@ from .distributed import SINGLE, Group
 
 IGNORE = -100  # targets that are not predicted
 _BOS = object()  # the LM's begin-of-sequence token, first in every assembled sequence
+
+
+def long_tensor(values, device) -> torch.Tensor:
+    """Integers (token ids, indices) as a long tensor on `device`, copied there without waiting: a
+    blocking copy to a GPU first waits for all the work queued on it, so the host could not assemble
+    the next batch while the LM runs on this one."""
+    return torch.tensor(list(values), dtype=torch.long).to(device, non_blocking=True)
 
 
 def lm_device(lm) -> torch.device:
@@ -123,14 +131,13 @@ class Batch:
                 rows.append(i)
                 cols.append(col)
         device = self.attention_mask.device
-        return (torch.tensor(rows, dtype=torch.long, device=device),
-                torch.tensor(cols, dtype=torch.long, device=device))
+        return long_tensor(rows, device), long_tensor(cols, device)
 
     def last(self, tag: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(rows, columns) of the last position tagged `tag` in each sequence."""
         cols = [tags[tag][-1] for tags in self.tags]
         device = self.attention_mask.device
-        return torch.arange(len(cols), device=device), torch.tensor(cols, dtype=torch.long, device=device)
+        return torch.arange(len(cols), device=device), long_tensor(cols, device)
 
 
 def context_length(lm) -> int | None:
@@ -179,6 +186,39 @@ def assemble(lm, sequences: list[list], bos: bool = True, pad_left: bool = False
     longer than the LM's context loses its oldest positions after <bos> (exact=True: ValueError)."""
     if not sequences:
         raise ValueError("assemble got an empty batch")
+    return _padded(_rows(lm, sequences, bos, exact), pad_left)
+
+
+def assemble_by_length(lm, sequences: list[list], batches: int) -> Iterator[tuple[list[int], Batch]]:
+    """The sequences sorted by length and cut into `batches` batches of nearly equal size (fewer if
+    there are fewer sequences), each padded only to its own longest, so each pads little. Yields
+    (the indices in `sequences` of a batch's rows, the batch), shortest first, each batch assembled
+    as it is asked for: the LM can run on one while the next is assembled."""
+    if not sequences or batches < 1:
+        raise ValueError(f"assemble_by_length needs sequences and at least one batch, got {len(sequences)} "
+                         f"sequences in {batches} batches")
+    texts = {s.text for sequence in sequences for s in sequence if isinstance(s, Text)}
+    tokenized = {text: token_ids(lm.tokenizer, text) for text in texts}  # once, for the lengths and the rows
+    lengths = [sum(_positions(segment, tokenized) for segment in sequence) for sequence in sequences]
+    order = sorted(range(len(sequences)), key=lengths.__getitem__)  # stable: equal lengths keep their order
+    for block in Group(world=batches).blocks(len(order)):  # contiguous blocks, sizes differing by at most one
+        if block:
+            rows = [order[i] for i in block]
+            yield rows, _padded(_rows(lm, [sequences[i] for i in rows], True, False, tokenized), False)
+
+
+def _positions(segment, tokenized: dict[str, list[int]]) -> int:
+    """The positions a segment takes in a sequence (0 for what _rows refuses)."""
+    if isinstance(segment, Text):
+        return len(tokenized[segment.text])
+    if isinstance(segment, Tokens):
+        return len(segment.ids)
+    return len(segment.vectors) if isinstance(segment, Embeds) else 0
+
+
+def _rows(lm, sequences: list[list], bos: bool, exact: bool, tokenized: dict | None = None) -> list[tuple]:
+    """Each sequence as (embeddings [n, d], targets [n], tags), cut to the LM's context; `tokenized`:
+    the token ids of its texts, where they are known."""
     tok = lm.tokenizer
     embedding = lm.model.get_input_embeddings()
     device = embedding.weight.device
@@ -188,12 +228,13 @@ def assemble(lm, sequences: list[list], bos: bool = True, pad_left: bool = False
         chunks, targets, tags, length = [], [], {}, 0
         for segment in [_BOS, *sequence] if bos else sequence:
             if segment is _BOS:
-                ids = torch.tensor([bos_token_id(tok)], device=device)
+                ids = long_tensor([bos_token_id(tok)], device)
                 chunks.append(embedding(ids))
                 targets.append(torch.full((1,), IGNORE, device=device))
                 length += 1
             elif isinstance(segment, Text):
-                ids = torch.tensor(token_ids(tok, segment.text), dtype=torch.long, device=device)
+                words = tokenized[segment.text] if tokenized else token_ids(tok, segment.text)
+                ids = long_tensor(words, device)
                 if len(ids) == 0:
                     raise ValueError(f"text segment {segment.text!r} has no tokens")
                 chunks.append(embedding(ids))
@@ -202,7 +243,7 @@ def assemble(lm, sequences: list[list], bos: bool = True, pad_left: bool = False
                 if segment.tag:
                     tags.setdefault(segment.tag, []).append(length - 1)
             elif isinstance(segment, Tokens):
-                ids = torch.tensor(list(segment.ids), dtype=torch.long, device=device)
+                ids = long_tensor(segment.ids, device)
                 if len(ids) == 0:
                     raise ValueError("a Tokens segment has no ids")
                 chunks.append(embedding(ids))
@@ -221,8 +262,13 @@ def assemble(lm, sequences: list[list], bos: bool = True, pad_left: bool = False
             else:
                 raise TypeError(f"a sequence holds Text, Tokens and Embeds segments, got {type(segment).__name__}")
         rows.append(_fit_context((torch.cat(chunks), torch.cat(targets), tags), limit, int(bos), exact, index))
+    return rows
+
+
+def _padded(rows: list[tuple], pad_left: bool) -> Batch:
+    """Rows from _rows, padded into one batch (on the left for generation)."""
     width = max(len(r[0]) for r in rows)
-    dim = rows[0][0].shape[1]
+    dim, device = rows[0][0].shape[1], rows[0][0].device
     embeds = torch.zeros(len(rows), width, dim, device=device, dtype=rows[0][0].dtype)
     mask = torch.zeros(len(rows), width, dtype=torch.long, device=device)
     targets = torch.full((len(rows), width), IGNORE, dtype=torch.long, device=device)

@@ -90,6 +90,7 @@ RANGES: tuple[tuple[str, Range], ...] = (
     ("test_start", Range(0)),  # the first seed of chapter 6's test set
     ("warmup_steps", Range(0)),  # 0: no warm-up
     ("lora_rank", Range(0)),  # 0: no LoRA adapters
+    ("micro_batch", Range(0)),  # 0: no micro-batches (FROMAGe: one LM forward per kind of sequence)
     ("*grpo_group", Range(2)),  # GRPO compares the captions of one image with each other
     ("image_size", Range(1, 1024)),  # pixels a side; the renderer draws 4x larger first
     ("figure_scale", Range(1, 64)),

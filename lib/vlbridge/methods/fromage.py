@@ -54,6 +54,9 @@ class FromageConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 20
     seed: int = 0
+    # At most this many sequences per LM forward, sorted by length so each micro-batch pads little (the
+    # same losses; see Fromage.losses). None: one forward per kind of sequence, padded to its longest.
+    micro_batch: int | None = None
 
 
 class Fromage(checkpoint.Trained, nn.Module):
@@ -62,6 +65,8 @@ class Fromage(checkpoint.Trained, nn.Module):
     def __init__(self, clip, lm, config: FromageConfig):
         super().__init__()
         check_image_input(config.image_input)
+        if config.micro_batch is not None and config.micro_batch < 1:
+            raise ValueError(f"micro_batch must be None or a number of sequences >= 1, got {config.micro_batch!r}")
         self.config = config
         self.clip, self.lm = clip, lm  # frozen; plain attributes, so not part of this module's parameters
         self.clip_dim = clip.embed_dim
@@ -147,7 +152,11 @@ class Fromage(checkpoint.Trained, nn.Module):
     # ------------------------------------------------------------------ embeddings
     def retrieval_from_batch(self, hidden: torch.Tensor, batch: br.Batch, every: bool = False) -> torch.Tensor:
         rows, cols = batch.positions("ret") if every else batch.last("ret")
-        return F.normalize(self.text_to_retrieval(hidden[rows, cols]), dim=-1)
+        return self.retrieval_from_hidden(hidden[rows, cols])
+
+    def retrieval_from_hidden(self, ret_hidden: torch.Tensor) -> torch.Tensor:
+        """Retrieval embeddings of the LM's hidden states [n, d] at [RET] tokens."""
+        return F.normalize(self.text_to_retrieval(ret_hidden), dim=-1)
 
     def image_retrieval(self, images) -> torch.Tensor:
         """Retrieval embeddings [N, retrieval_dim] of images (or their features): from the CLIP embedding."""
@@ -175,7 +184,8 @@ class Fromage(checkpoint.Trained, nn.Module):
         read every example, the captioning loss the first `captioned` (default: all): text-only
         retrieval sequences are cheap, and contrastive learning gains from more negatives. Over
         data-parallel `ranks`, `pairs` is the global batch: this rank reads its block of each kind of
-        example and returns its share of every loss (distributed.py)."""
+        example and returns its share of every loss (distributed.py). With config.micro_batch, the
+        LM reads the same sequences in micro-batches sorted by length (`lm_losses_by_length`)."""
         queries = queries or captions
         for_caption = pairs[:captioned]
         mine = ranks.take(for_caption)
@@ -190,11 +200,15 @@ class Fromage(checkpoint.Trained, nn.Module):
                 retrieval_seq = self._end_query([*retrieval_seq, Text(queries[i], learn=True)])
             retrieval_seqs.append(retrieval_seq)
         targets = [i for example in pairs for i in example]  # every rank's [RET]s, in rank order
-        caption_batch = br.assemble(self.lm, caption_seqs)
-        _, caption_logits = br.forward(self.lm, caption_batch, self.extra)
-        retrieval_batch = br.assemble(self.lm, retrieval_seqs)
-        hidden, retrieval_logits = br.forward(self.lm, retrieval_batch, self.extra)
-        text = gather_rows(self.retrieval_from_batch(hidden, retrieval_batch, every=True),
+        if self.config.micro_batch is None:
+            caption, ret_text, ret_hidden = self.lm_losses(caption_seqs, retrieval_seqs, ranks)
+        else:
+            # The same number of micro-batches on every rank: ranks sharing the LM (FSDP) call it as often.
+            largest = max(map(len, ranks.blocks(len(for_caption)))) + max(map(len, retrieval_blocks))
+            micro_batches = math.ceil(largest / self.config.micro_batch)
+            caption, ret_text, ret_hidden = self.lm_losses_by_length(caption_seqs, retrieval_seqs, micro_batches,
+                                                                     ranks)
+        text = gather_rows(self.retrieval_from_hidden(ret_hidden),
                            [sum(len(pairs[n]) for n in block) for block in retrieval_blocks], ranks)
         index = torch.tensor(targets, device=self.device)
         image = self.image_retrieval(features[index])
@@ -203,11 +217,55 @@ class Fromage(checkpoint.Trained, nn.Module):
         same = (index[:, None] == index[None, :]).float()
         soft = same / same.sum(1, keepdim=True)  # symmetric: a duplicate group shares its row sum
         contrastive = 0.5 * (F.cross_entropy(logits, soft) + F.cross_entropy(logits.T, soft))
-        losses = {"caption": br.next_token_loss(caption_logits, caption_batch.targets, ranks),
-                  "ret_text": br.next_token_loss(retrieval_logits, retrieval_batch.targets, ranks),
+        losses = {"caption": caption, "ret_text": ret_text,
                   "contrastive": contrastive / ranks.world}  # every rank computes it whole: a share each
         losses["total"] = losses["caption"] + losses["ret_text"] + losses["contrastive"]
         return losses
+
+    def lm_losses(self, caption_seqs: list, retrieval_seqs: list, ranks: Group = SINGLE) -> tuple:
+        """The LM's part of the losses, one forward per kind of sequence, each padded to its longest:
+        this rank's shares of the captioning and the [RET]-text losses, and the hidden states at every
+        [RET] [n, d], by sequence, then position."""
+        caption_batch = br.assemble(self.lm, caption_seqs)
+        _, caption_logits = br.forward(self.lm, caption_batch, self.extra)
+        retrieval_batch = br.assemble(self.lm, retrieval_seqs)
+        hidden, retrieval_logits = br.forward(self.lm, retrieval_batch, self.extra)
+        rows, cols = retrieval_batch.positions("ret")
+        return (br.next_token_loss(caption_logits, caption_batch.targets, ranks),
+                br.next_token_loss(retrieval_logits, retrieval_batch.targets, ranks), hidden[rows, cols])
+
+    def lm_losses_by_length(self, caption_seqs: list, retrieval_seqs: list, micro_batches: int,
+                            ranks: Group = SINGLE) -> tuple:
+        """What `lm_losses` returns, from `micro_batches` forwards over this rank's sequences of both
+        kinds together, sorted by length (bridge.assemble_by_length): each micro-batch pads only to its
+        own longest. Each loss is its summed cross-entropy over the global number of its targets, as
+        over ranks. Every micro-batch's graph is kept until the one backward: the contrastive loss
+        couples every [RET] of the batch, and recomputing the retrieval sequences instead (gradient
+        caching) would cost a third LM pass over them. So the memory is the whole batch's, less its
+        padding."""
+        n_caption = len(caption_seqs)
+        summed = torch.zeros(2, device=self.device)  # cross-entropy summed over targets: captioning, [RET]-text
+        counts = torch.zeros(2, dtype=torch.long, device=self.device)
+        ret_hidden, ret_keys = [], []
+        for rows, batch in br.assemble_by_length(self.lm, [*caption_seqs, *retrieval_seqs], micro_batches):
+            hidden, logits = br.forward(self.lm, batch, self.extra)
+            shifted = batch.targets[:, 1:]
+            per_token = F.cross_entropy(logits[:, :-1].flatten(0, 1), shifted.flatten(), ignore_index=br.IGNORE,
+                                        reduction="none").view_as(shifted)
+            kind = br.long_tensor([int(r >= n_caption) for r in rows], self.device)
+            summed = summed.index_add(0, kind, per_token.sum(1))
+            counts = counts.index_add(0, kind, (shifted != br.IGNORE).sum(1))
+            rets = [(i, r, col) for i, r in enumerate(rows) for col in batch.tags[i].get("ret", [])]
+            if rets:
+                ret_hidden.append(hidden[br.long_tensor([i for i, _, _ in rets], self.device),
+                                         br.long_tensor([col for _, _, col in rets], self.device)])
+                ret_keys += [(r, col) for _, r, col in rets]
+        counts = ranks.sum(counts)
+        if not counts.all():
+            raise ValueError(f"this batch has no targets to learn (captioning, [RET]-text: {counts.tolist()})")
+        caption, ret_text = summed / counts
+        order = sorted(range(len(ret_keys)), key=ret_keys.__getitem__)  # as lm_losses: by sequence, then position
+        return caption, ret_text, torch.cat(ret_hidden)[br.long_tensor(order, self.device)]
 
     def fit(self, features: torch.Tensor, caption_fn, query_fn=None, run: Run | None = None) -> dict:
         """Train on image features [N, feature_dim] (from `features`: computed once, before training)
@@ -220,23 +278,32 @@ class Fromage(checkpoint.Trained, nn.Module):
         order = generator(cfg.seed, "fromage-batches")  # data order is drawn on the CPU, the same on every device
         features = self.as_features(features)  # moved to the device once, not every step
 
-        examples = max(cfg.batch_size, cfg.retrieval_batch_size or cfg.batch_size)
-
         def loss_fn(step: int) -> dict:
-            idx = torch.randint(len(features), (examples,), generator=order).tolist()
-            two = torch.rand(examples, generator=order) < cfg.interleaved
-            partner = torch.randint(len(features), (examples,), generator=order).tolist()
-            pairs = [(i, j) if t else (i,) for i, j, t in zip(idx, partner, two.tolist())]
+            pairs = self.draw_examples(len(features), order)
             captions = {i: caption_fn(i, step) for example in pairs for i in example}
             queries = {i: query_fn(i, step) for i in captions} if query_fn else None
             return self.losses(features, captions, pairs, queries, captioned=cfg.batch_size, ranks=run.ranks)
 
         optimizer = adamw(self.parameters(), cfg.lr, cfg.weight_decay)
-        # The captioning loss trains the image bridge, the retrieval losses everything else.
-        bridge = list(self.image_to_lm.parameters())
-        retrieval = [p for p in self.parameters() if all(p is not b for b in bridge)]
         return train_loop(self, optimizer, cfg.steps, cfg.warmup_steps, loss_fn, "FROMAGe",
-                          clip_groups=[bridge, retrieval], streams={"fromage-batches": order}, run=run)
+                          clip_groups=self.clip_groups(), streams={"fromage-batches": order}, run=run)
+
+    def draw_examples(self, n_images: int, order: torch.Generator) -> list[tuple[int, ...]]:
+        """One step's examples, drawn from `order` (fit's "fromage-batches" stream): image indices below
+        n_images, one per example or, for a share config.interleaved of them, two (interleaved pairs);
+        as many examples as the larger of the captioning and the retrieval batch."""
+        cfg = self.config
+        examples = max(cfg.batch_size, cfg.retrieval_batch_size or cfg.batch_size)
+        idx = torch.randint(n_images, (examples,), generator=order).tolist()
+        two = torch.rand(examples, generator=order) < cfg.interleaved
+        partner = torch.randint(n_images, (examples,), generator=order).tolist()
+        return [(i, j) if t else (i,) for i, j, t in zip(idx, partner, two.tolist())]
+
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        """The parameters whose gradients are clipped together: the captioning loss trains the image
+        bridge, the retrieval losses everything else."""
+        bridge = list(self.image_to_lm.parameters())
+        return [bridge, [p for p in self.parameters() if all(p is not b for b in bridge)]]
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
