@@ -38,7 +38,6 @@
 # contrastive_reward=false` runs the paper's reward.)
 
 # %%
-import copy
 import json
 import tempfile
 from pathlib import Path
@@ -47,7 +46,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from vlbridge import backbones, world
-from vlbridge.audio_encoder import audio_embeddings, sound_features, train_audio_encoder
+from vlbridge.audio_encoder import audio_embeddings, sound_features
 from vlbridge.book import recipes, store
 from vlbridge.book.chapter import Chapter
 from vlbridge.contracts import Backbones
@@ -131,9 +130,9 @@ held_features = image_features(clip, held_images, image_input)
 print(f"{len(train_features)} training pictures, {eval_scenes} held-out; features {train_features.shape[1]}-d")
 
 
-def new_captioner(encoder: str | None = None, dim: int | None = None) -> PrefixCaptioner:
-    """The same initial mapper for every run (seeded), reading the chapter's features by default."""
-    return recipes.new_captioner(params, lm, encoder, dim, data)
+def new_captioner() -> PrefixCaptioner:
+    """The same initial mapper for every run (seeded), reading the chapter's features."""
+    return recipes.new_captioner(params, lm, data=data)
 
 
 def esper_config(algorithm: str, group: int = grpo_group, **changes) -> EsperConfig:
@@ -171,9 +170,10 @@ ch.record(noimage_attr_f1=floor["f1"], supervised_attr_f1=supervised_scores["f1"
 # each. Captions of a few held-out pictures are written (greedily) before training, half-way and at
 # the end: the store entry keeps the mapper at those steps.
 #
-# ClipCap above, GRPO and PPO come from `recipes.obtain`, as chapter 3's FROMAGe does: trained here
-# and kept in the store under this chapter's parameters, or loaded from there if `vlbridge train`
-# (on many GPUs, README "Training at scale") or an earlier run of this chapter already trained them.
+# ClipCap above, GRPO and PPO (and below the styled mapper, the audio encoder and the sound mapper)
+# come from `recipes.obtain`, as chapter 3's FROMAGe does: trained here and kept in the store under
+# this chapter's parameters, or loaded from there if `vlbridge train` (on many GPUs, README "Training
+# at scale") or an earlier run of this chapter already trained them.
 
 # %%
 shown = held_features[:examples]
@@ -303,12 +303,11 @@ ch.record(lm_copies_shape=copied["shape"], lm_copies_colour=copied["colour"])
 
 # %%
 classifier = default_style_classifier(seed=seed)
-prompts = {world.style_prompt(s): 1.0 for s in world.STYLES}
-styled = Esper(copy.deepcopy(grpo), clip, esper_config("grpo", steps=style_steps, prompts=prompts, warmup_steps=0,
-                                                       batch_size=style_episodes // grpo_group))
+# Trained here (or by `vlbridge train esper_style`): the GRPO mapper, then the style steps.
+styled, style_record = recipes.obtain("esper_style", params, both, data)
+style_log = style_record["log"]
 before_style = {s: grpo.caption(held_features, world.style_prompt(s)) for s in world.STYLES}
-style_log = styled.fit(train_features, train_targets)
-after_style = {s: styled.captioner.caption(held_features, world.style_prompt(s)) for s in world.STYLES}
+after_style = {s: styled.caption(held_features, world.style_prompt(s)) for s in world.STYLES}
 print(f"{'style':12s} {'prompted only':>22s}   {'after style RL':>22s}")
 print(f"{'':12s} {'style acc':>10s} {'F1':>10s}   {'style acc':>10s} {'F1':>10s}")
 table = {}
@@ -354,20 +353,18 @@ print(f"{len(records)} records read back; the first: {records[0].captions}")
 # sees a picture or a caption.
 
 # %%
-sound_pool = world.scenes(0, train_scenes)  # sounds of microworld scenes, whatever the pictures were
-train_sounds = sound_features(sound_pool)
-audio_encoder, audio_log = train_audio_encoder(clip, sound_pool, steps=audio_encoder_steps, seed=seed,
-                                               sounds=train_sounds)
-train_audio = audio_embeddings(audio_encoder, train_sounds)
+sounds = recipes.sound_data(params, clip)  # of microworld scenes, whatever the pictures were
+# Both trained here (or by `vlbridge train esper_audio`, which trains the encoder first).
+audio_encoder, audio_record = recipes.obtain("audio_encoder", params, both, sounds)
+audio_log = audio_record["log"]
 held_audio = audio_embeddings(audio_encoder, sound_features(held))
 cosine = (held_audio * held_features[:, :clip.embed_dim]).sum(1)
 print(f"audio encoder: {audio_encoder_steps} steps (took {audio_log['seconds']:.1f} s); cosine to its image's "
       f"CLIP embedding {cosine.mean():.3f} (to another image's: "
       f"{(held_audio * held_features[:, :clip.embed_dim].roll(1, 0)).sum(1).mean():.3f})")
-heard = Esper(new_captioner("audio encoder (chapter 4)", clip.embed_dim), clip,
-              esper_config("grpo", audio_grpo_group, steps=audio_steps))
-heard_log = heard.fit(train_audio, train_audio)
-audio_captions = heard.captioner.caption(held_audio)
+heard, heard_record = recipes.obtain("esper_audio", params, both, sounds)
+heard_log = heard_record["log"]
+audio_captions = heard.caption(held_audio)
 shuffled = held[1:] + held[:1]  # chance: each caption scored against another clip's scene
 print(f"audio ESPER: {audio_steps} steps (took {heard_log['seconds']:.1f} s)")
 print(f"{'precision by attribute':24s} " + "  ".join(f"{a:>8s}" for a in ALL_ATTRIBUTES))
@@ -412,18 +409,10 @@ ch.record(kl_sweep={str(k): {m: v for m, v in r.items() if m != "example"} for k
 # under this chapter's parameters: chapter 6 loads them from there.
 
 # %%
-# ClipCap, GRPO and PPO were saved by recipes.obtain, as they were trained; the rest are saved here.
-saved = {name: store.entry_dir(ch.name, name, params) for name in ("clipcap", "esper_grpo", "esper_ppo")}
-seconds = {"esper_style": grpo_log["seconds"] + style_log["seconds"],  # from the frozen backbones: GRPO, then style RL
-           "esper_audio": audio_log["seconds"] + heard_log["seconds"]}  # the audio encoder, then RL
-for name, captioner in {"esper_style": styled.captioner, "esper_audio": heard.captioner}.items():
-    saved[name] = store.save_trained(ch.name, name, params, captioner.save,
-                                     {"train_seconds": seconds[name], "captioned_images": 0})
-store.save_trained(ch.name, "audio_encoder", params, audio_encoder.save,
-                   {"train_seconds": audio_log["seconds"], "captioned_images": 0})
-reloaded = PrefixCaptioner.load(saved["esper_grpo"], Backbones(clip, lm))
-print(", ".join(f"{p.name} {p.stat().st_size / 1e6:.2f} MB" for p in sorted(saved["esper_grpo"].iterdir())
-                if p.name != store.RECORD))
+# Every model of this chapter was saved by recipes.obtain as it was trained (or was loaded from there).
+saved = store.entry_dir(ch.name, "esper_grpo", params)
+reloaded = PrefixCaptioner.load(saved, Backbones(clip, lm))
+print(", ".join(f"{p.name} {p.stat().st_size / 1e6:.2f} MB" for p in sorted(saved.iterdir()) if p.name != store.RECORD))
 print("reloaded captions identical:", reloaded.caption(held_features[:20]) == grpo_captions[:20])
 
 # %% [markdown]

@@ -35,13 +35,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from vlbridge import backbones, world
-from vlbridge.book import store
+from vlbridge.book import recipes, store
 from vlbridge.book.chapter import Chapter
 from vlbridge.contracts import Backbones
 from vlbridge.critics import DecisionLog, RougeCritic, WorldCritic, vqax_items, world_items
 from vlbridge.eval import caption_scores, vqa_scores
+from vlbridge.features import image_features
 from vlbridge.methods import illume
-from vlbridge.methods.fromage import Fromage, FromageConfig
 from vlbridge.plots import image_grid
 from vlbridge.repro import generator
 
@@ -85,14 +85,9 @@ ch = Chapter("05_feedback", profile, seed=seed, threads=threads, device=device)
 params = store.chapter_params(ch.name, globals())  # the tuned models are saved under these (for chapter 6)
 clip = backbones.load_clip(clip_model, device=device, dtype=dtype)
 lm = backbones.load_lm(lm_model, device=device, dtype=dtype)
-if critic not in ("world", "rouge"):
-    raise ValueError(f"critic must be 'world' or 'rouge', got {critic!r}")
-if vqax_json and critic == "world":
-    raise ValueError("the world-truth critic needs microworld scenes; with vqax_json set critic: rouge")
-config = illume.FeedbackConfig(samples=samples, temperatures=tuple(temperatures), max_new_tokens=max_new_tokens,
-                           rounds=rounds, items_per_round=items_per_round, steps_per_round=steps_per_round,
-                           batch_size=batch_size, answer_only_per_rationale=answer_only_per_rationale, lr=lr,
-                           lora_rank=lora_rank, lora_targets=tuple(lora_targets), seed=seed)
+both = Backbones(clip, lm)
+recipes.feedback_critic(params)  # the loop's critic: a bad `critic` is an error here, before any training
+config = recipes.feedback_config(params)
 print(f"CLIP {clip_model}, LM {lm_model}; {rounds} rounds x {items_per_round} items, {samples} samples each")
 
 # %% [markdown]
@@ -103,35 +98,29 @@ print(f"CLIP {clip_model}, LM {lm_model}; {rounds} rounds x {items_per_round} it
 # `caption_steps` on captions of the training pictures (chapter 3's FROMAGe recipe, shorter); no
 # question is involved yet. The frozen LM learned the question format from text alone (chapter 2:
 # with a caption as text before the question, it answers and explains far better than without).
+#
+# **Where the models come from.** The grounded model, the loop's and SFT on every gold rationale come
+# from `recipes.obtain`, as chapter 3's bridge does: trained here and kept in the store under this
+# chapter's parameters, or loaded from there if `vlbridge train grounded|illume|sft` (on many GPUs,
+# README "Training at scale") or an earlier run of this chapter trained them with this code. The loop
+# keeps its model after every round, and its log every decision the critic took, so this chapter
+# shows every round whoever ran it.
 
 # %%
-grounded = Fromage(clip, lm, FromageConfig(image_tokens=image_tokens, image_input=image_input,
-                                           steps=caption_steps, batch_size=24, retrieval_batch_size=24,
-                                           lr=caption_lr, warmup_steps=20, seed=seed))
+data = recipes.feedback_data(params, clip)  # the training questions and pictures, encoded once
+items, features = data.items, data.features
 if vqax_json:
     from vlbridge.data.vqax import load_vqax
     from vlbridge.features import image_file_features
 
-    records = load_vqax(vqax_json, vqax_images)
-    items = vqax_items(records[:train_items])
-    held = vqax_items(records[train_items:train_items + eval_items])
-    features = image_file_features(clip, [r.image_path for r in records[:train_items]], image_input)
-    held_features = image_file_features(clip, [r.image_path for r in records[train_items:train_items + eval_items]],
-                                        image_input)
+    records = load_vqax(vqax_json, vqax_images)[train_items:train_items + eval_items]
+    held = vqax_items(records)
+    held_features = image_file_features(clip, [r.image_path for r in records], image_input)
 else:
-    items = world_items(0, train_items)
     held = world_items(world.HELDOUT_START, eval_items)
-    features = grounded.features(world.render_array([it.scene for it in items], clip.image_size))
-    held_features = grounded.features(world.render_array([it.scene for it in held], clip.image_size))
-if caption_tsv:
-    from vlbridge.features import cc3m_pairs
-
-    caption_features, caption_texts = cc3m_pairs(caption_tsv, caption_images, clip)
-    grounding_log = grounded.fit(caption_features, lambda i, step: caption_texts[i])
-else:
-    scenes = [it.scene for it in items]
-    grounding_log = grounded.fit(features, lambda i, step: world.canonical_caption(scenes[i]),
-                                 lambda i, step: world.caption(scenes[i], world.scene_rng(scenes[i].seed, 1000 + step)))
+    held_features = image_features(clip, world.render_array([it.scene for it in held], clip.image_size), image_input)
+grounded, grounding = recipes.obtain("grounded", params, both, data)
+grounding_log = grounding["log"]
 print(f"grounded on captions: {caption_steps} steps (took {grounding_log['seconds']:.1f} s)")
 
 truth = None if vqax_json else WorldCritic()
@@ -163,9 +152,14 @@ def evaluate(model) -> dict:
 # rationales the world-truth critic accepts (true of the scene and supporting the gold answer).
 
 # %%
-judge = truth if critic == "world" else RougeCritic(rouge_threshold)
-loop = illume.FeedbackLoop(grounded, features, items, config)
-logs = loop.run(judge, evaluate=evaluate)  # round 0: the grounded model, before any feedback
+tuned, loop_record = recipes.obtain("illume", params, both, data)
+logs = [illume.RoundLog(0), *(illume.RoundLog(**log) for log in loop_record["log"]["rounds"])]
+# Round 0 is the grounded model, before any feedback; the loop kept its model after each round but
+# the last (named by its tuning steps so far), and the last round's is the loop's model.
+after_round = [grounded, *(recipes.snapshot("illume", params, r * steps_per_round, both) for r in range(1, rounds)),
+               tuned]
+for log, model in zip(logs, after_round, strict=True):
+    log.evaluation = evaluate(model)
 print(f"{'round':>5s} {'judged':>7s} {'accepted':>9s} {'items kept':>10s} {'held-out accepted':>18s} "
       f"{'answer acc':>11s} {'rationale acc':>14s} {'ROUGE-L':>8s} {'CIDEr':>7s}")
 for log in logs:
@@ -183,18 +177,25 @@ ch.record(rounds=rounds, accept_rate_per_round=[log.accept_rate for log in logs[
           answer_acc_final=logs[-1].evaluation["answer_acc"],
           rationale_acc_final=logs[-1].evaluation.get("rationale_acc"),
           rationale_rouge_l_final=logs[-1].evaluation["rouge_l"], critic_labels_used=labels_used,
-          kept_rationales=len(loop.kept), train_seconds=train_seconds,
+          kept_rationales=loop_record["log"]["kept_rationales"], train_seconds=train_seconds,
           grounding_seconds=grounding_log["seconds"])
 
 # %% [markdown]
 # What the critic saw in the last round: the sampled rationales of a few items, kept (✓) or not.
 
 # %%
-for item, cands, flags in logs[-1].examples[:examples]:
+def judged(log) -> list:
+    """(item, candidates, keep flags) of every item a round judged: round r judged the r-th block of
+    items_per_round items."""
+    first = (log.round - 1) * items_per_round
+    return [(items[first + k], cands, flags) for k, (cands, flags) in enumerate(log.judgements)]
+
+
+for item, cands, flags in judged(logs[-1])[:examples]:
     print(f"q : {item.question}  a : {item.answer}   (gold: {item.explanation})")
     for c, keep in zip(cands, flags):
         print(f"   {'✓' if keep else '✗'} {c}")
-pairs = illume.answer(loop.model, held_features[:4], held[:4])
+pairs = illume.answer(tuned, held_features[:4], held[:4])
 if not vqax_json:
     fig = image_grid([world.render(it.scene, 96) for it in held[:4]],
                      [f"{it.question} {a} because {r}" for it, (a, r) in zip(held[:4], pairs)], cols=4)
@@ -213,7 +214,11 @@ sft, sft_models = {}, {}
 for budget in sft_budgets:
     if budget > train_items:
         raise ValueError(f"sft_budgets: {budget} is more than train_items ({train_items})")
-    sft_models[budget], log = illume.sft(grounded, features, items, config, sft_steps, labelled=budget)
+    if budget == max(sft_budgets):  # the one chapter 6 compares: from the store, or trained and kept there
+        sft_models[budget], sft_record = recipes.obtain("sft", params, both, data)
+        log = sft_record["log"]
+    else:
+        sft_models[budget], log = illume.sft(grounded, features, items, config, sft_steps, labelled=budget)
     sft[budget] = evaluate(sft_models[budget]) | {"seconds": log["seconds"]}
     print(f"SFT on {budget:5d} gold rationales: " + ", ".join(f"{k} {v:.4f}" for k, v in sft[budget].items()
                                                             if k != "seconds") + f" (took {log['seconds']:.1f} s)")
@@ -242,23 +247,14 @@ ch.record(sft_rationale_acc=full.get("rationale_acc"), sft_answer_acc=full["answ
           loop_vs_sft=ratio)
 
 # %% [markdown]
-# The grounded model, the loop's model and SFT on every gold rationale are kept in the cache
-# (`vlbridge.book.store`), under this chapter's parameters: chapter 6 loads them from there.
+# The grounded model, the loop's model (with its rounds' snapshots) and SFT on every gold rationale
+# are in the cache (`vlbridge.book.store`), where `recipes.obtain` kept them under this chapter's
+# parameters: chapter 6 loads them from there. One is read back here, to check it answers alike.
 
 # %%
-grounding = {"captioned_images": len(caption_features) if caption_tsv else len(items)}
-tuned_models = {
-    "grounded": (grounded, grounding | {"train_seconds": grounding_log["seconds"]}),
-    "illume": (loop.model, grounding | {"train_seconds": grounding_log["seconds"] + train_seconds,
-                                        "judged_items": labels_used}),
-    "sft": (sft_models[max(sft_budgets)], grounding | {"train_seconds": grounding_log["seconds"] + full["seconds"],
-                                                       "written_rationales": max(sft_budgets)}),
-}
-saved = {name: store.save_trained(ch.name, name, params, lambda folder, m=tuned: illume.save_tuned(m, folder, config),
-                                  record) for name, (tuned, record) in tuned_models.items()}
-reloaded = illume.load_tuned(saved["sft"], Backbones(clip, lm))
+reloaded = illume.load_tuned(store.entry_dir(ch.name, "sft", params), both)  # where recipes.obtain saved it
 print("reloaded SFT model answers identical:", illume.answer(reloaded, held_features[:20], held[:20])
-      == illume.answer(tuned_models["sft"][0], held_features[:20], held[:20]))
+      == illume.answer(sft_models[max(sft_budgets)], held_features[:20], held[:20]))
 
 # %% [markdown]
 # ## A fuzzy critic
@@ -272,8 +268,8 @@ if truth:
     rouge = RougeCritic(rouge_threshold)
     counts = np.zeros((2, 2), dtype=int)  # [rouge keeps, world keeps]
     fuzzy = []
-    for r in range(1, rounds + 1):
-        for item, cands in zip(*loop.candidates(r)):
+    for log in logs[1:]:
+        for item, cands, _ in judged(log):
             for c, keep in zip(cands, rouge.judge(item, cands)):
                 right = truth.judge(item, [c])[0] if c else False
                 counts[int(keep), int(right)] += 1
@@ -304,9 +300,9 @@ from vlbridge.critic_panel import CriticPanel  # noqa: E402  (needs ipywidgets, 
 
 with tempfile.TemporaryDirectory() as folder:
     decisions = DecisionLog(Path(folder) / "decisions.jsonl")
-    shown_items, shown_candidates = loop.candidates(1)
-    shown_items = shown_items[:3]
-    panel = CriticPanel(shown_items, {it.item_id: c for it, c in zip(shown_items, shown_candidates)}, decisions,
+    shown = judged(logs[1])[:3]  # round 1's first items, with the candidates the loop sampled for them
+    shown_items = [item for item, _, _ in shown]
+    panel = CriticPanel(shown_items, {item.item_id: cands for item, cands, _ in shown}, decisions,
                         round=1, image_fn=(lambda it: world.render(it.scene, 128)) if not vqax_json else None)
     print(panel.progress.value, "|", panel.current.question, panel.current.answer)
     panel.checkboxes[0].value = True

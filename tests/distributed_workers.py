@@ -3,14 +3,16 @@ process; each writes what the step produced (gradients, parameters after it, the
 safetensors file, for the test to compare."""
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import asdict, replace
 
 import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
 
 from vlbridge import backbones, distributed, world
-from vlbridge.critics import world_items
+from vlbridge.critics import WorldCritic, world_items
 from vlbridge.methods import illume
 from vlbridge.methods.esper import Esper, EsperConfig
 from vlbridge.methods.fromage import Fromage, FromageConfig
@@ -23,9 +25,12 @@ from vlbridge.training import Run
 # under the 1e-6 the test allows (1e-3 did not, by 3e-6 in one weight of 32768), while the
 # gradients themselves agree to 1e-6 at any lr.
 FROMAGE = FromageConfig(image_tokens=2, steps=1, batch_size=6, retrieval_batch_size=10, lr=1e-4, warmup_steps=1)
+FROMAGE_MICRO = replace(FROMAGE, micro_batch=3)  # each rank's 3 + 5 sequences in 3 forwards
 GRPO = EsperConfig(algorithm="grpo", steps=1, batch_size=5, samples=2, epochs=2, minibatches=3, contrastive=True,
                    lr=1e-4, warmup_steps=1, temperature=1.0, kl_coef=0.05)
 FEEDBACK = illume.FeedbackConfig(batch_size=7, lr=1e-4, warmup_steps=1)
+# One round of 5 items (3 on rank 0, 2 on rank 1), each with its gold rationale and a sampled one.
+ROUND = replace(FEEDBACK, samples=2, max_new_tokens=8, rounds=1, items_per_round=5, steps_per_round=1)
 
 
 def smoke_backbones():
@@ -47,10 +52,10 @@ def outcome(module, log: dict, frozen, trained=None) -> dict:
     return out
 
 
-def fromage_step(ranks):
+def fromage_step(ranks, config: FromageConfig = FROMAGE):
     clip, lm = smoke_backbones()
     torch.manual_seed(0)
-    model = Fromage(clip, lm, FROMAGE)
+    model = Fromage(clip, lm, config)
     pool = world.scenes(0, 40)
     features = model.features(world.render_array(pool, clip.image_size))
     log = model.fit(features, lambda i, step: world.canonical_caption(pool[i]),
@@ -109,7 +114,42 @@ def illume_step(ranks):
     return outcome(tuned, log, [*clip.model.parameters(), *lm.model.parameters()], illume.trainable(tuned))
 
 
-STEPS = {"fromage": fromage_step, "grpo": grpo_step, "illume": illume_step}
+def per_item_samples(model, features, items, config, gen):
+    """The model's own rationales for items, each item's drawn from a stream of its own (the loop draws
+    each rank's from the rank's own stream, so 2 ranks would sample others than 1 process), after its
+    gold one, which the critic keeps."""
+    one_less = replace(config, samples=config.samples - 1)
+    return [[item.explanation, *SAMPLE(model, features[k:k + 1], [item], one_less,
+                                       torch.Generator().manual_seed(int(item.item_id)))[0]]
+            for k, item in enumerate(items)]
+
+
+SAMPLE = illume.sample_rationales
+
+
+def illume_round_step(ranks):
+    """A round of the feedback loop: each rank samples and judges its share of the items, the
+    decisions are gathered, and the kept pool tunes the bridge for a step."""
+    clip, lm = smoke_backbones()
+    torch.manual_seed(0)
+    model = Fromage(clip, lm, FromageConfig(image_tokens=2))
+    items = world_items(0, 12)
+    features = model.features(world.render_array([it.scene for it in items], clip.image_size))
+    loop = illume.FeedbackLoop(model, features, items, ROUND, ranks)
+    illume.sample_rationales = per_item_samples
+    try:
+        log = loop.learn(1, WorldCritic())
+    finally:
+        illume.sample_rationales = SAMPLE
+    out = outcome(loop.model, log.train, [*clip.model.parameters(), *lm.model.parameters()],
+                  illume.trainable(loop.model))
+    for name, value in (("kept", [asdict(e) for e in loop.kept]), ("judgements", log.judgements)):
+        out[name] = torch.tensor(list(json.dumps(value).encode()), dtype=torch.uint8)
+    return out
+
+
+STEPS = {"fromage": fromage_step, "fromage_micro": lambda ranks: fromage_step(ranks, FROMAGE_MICRO),
+         "grpo": grpo_step, "illume": illume_step, "illume_round": illume_round_step}
 
 
 def run_rank(rank: int, world_size: int, port: int, method: str, out: str) -> None:

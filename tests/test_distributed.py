@@ -1,5 +1,6 @@
 """Data parallelism on the CPU with gloo: two ranks, each with half of a step's batch, take the step
 one process takes with all of it (vlbridge.distributed's rule: each rank's loss is its share)."""
+import json
 import socket
 
 import pytest
@@ -26,7 +27,7 @@ def stand_ins():
     return workers.smoke_backbones()
 
 
-@pytest.fixture(scope="module", params=["fromage", "grpo", "illume"])
+@pytest.fixture(scope="module", params=["fromage", "fromage_micro", "grpo", "illume", "illume_round"])
 def step(request, stand_ins, tmp_path_factory):
     out = tmp_path_factory.mktemp(request.param)
     mp.spawn(workers.run_rank, args=(2, free_port(), request.param, str(out)), nprocs=2, join=True)
@@ -44,6 +45,54 @@ def test_two_ranks_with_half_the_batch_take_the_one_process_step(step):
         if key.startswith(("grad.", "param.", "log.")):
             torch.testing.assert_close(rank0[key].double(), single[key].double(), rtol=1e-6, atol=1e-6,
                                        msg=lambda m, key=key: f"{method} {key}: {m}")
+
+
+@pytest.mark.parametrize("step", ["fromage_micro"], indirect=True)
+def test_micro_batches_take_the_one_batch_step(step, tmp_path):
+    """FROMAGe's micro_batch (the LM reads each rank's sequences sorted by length, in micro-batches)
+    takes the step it takes without them, one process or two."""
+    _, results = step
+    workers.run_single("fromage", str(tmp_path))
+    whole = load_file(tmp_path / "single.safetensors")
+    for key in whole:
+        if key.startswith(("grad.", "log.")):
+            for name in ("single", "rank0"):
+                torch.testing.assert_close(results[name][key].double(), whole[key].double(), rtol=1e-5, atol=1e-6,
+                                           msg=lambda m, key=key, name=name: f"{name} {key}: {m}")
+
+
+@pytest.mark.parametrize("step", ["illume_round"], indirect=True)
+def test_a_feedback_round_over_two_ranks_keeps_what_one_process_keeps(step):
+    """Each rank judged its share of the round's items; gathered, the decisions and the kept pool are
+    those of one process judging them all, in the same order (and the step above is its step)."""
+    _, results = step
+    single = {name: json.loads(results["single"][name].numpy().tobytes()) for name in ("kept", "judgements")}
+    assert len(single["judgements"]) == workers.ROUND.items_per_round
+    assert {e["index"] for e in single["kept"]} == set(range(workers.ROUND.items_per_round)), \
+        "every item's gold rationale is kept"
+    for rank in ("rank0", "rank1"):
+        for name in ("kept", "judgements"):
+            assert torch.equal(results[rank][name], results["single"][name]), f"{rank}'s {name} differ"
+
+
+def test_gather_json_brings_every_ranks_value_in_rank_order():
+    assert distributed.SINGLE.gather_json((1, "a")) == [[1, "a"]]  # JSON's types, as with several ranks
+    mp.spawn(_gather_json, args=(2, free_port()), nprocs=2, join=True)
+
+
+def _gather_json(rank, world, port):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        values = [[["a rationale", "é ✓"], [True, False]], {"nothing": []}]  # of other lengths
+        assert distributed.current().gather_json(values[rank]) == values
+        assert distributed.current().gather_json([] if rank else [1]) == [[1], []]
+    finally:
+        dist.destroy_process_group()
 
 
 def test_the_ranks_stay_identical_and_the_frozen_weights_untouched(step, stand_ins):

@@ -11,6 +11,8 @@ from vlbridge.critics import DecisionLog, FeedbackItem, RecordedCritic, WorldCri
 from vlbridge.eval import vqa_scores
 from vlbridge.methods import illume
 from vlbridge.methods.fromage import Fromage, FromageConfig
+from vlbridge.resume import RunCheckpoints
+from vlbridge.training import Run
 
 CONFIG = illume.FeedbackConfig(samples=3, temperatures=(0.3, 1.0), max_new_tokens=12, rounds=2, items_per_round=6,
                            steps_per_round=4, batch_size=8, lr=1e-2, warmup_steps=1)
@@ -98,6 +100,25 @@ def test_a_tuned_model_saves_and_loads_with_its_adapters(grounded, tmp_path):
         loaded = illume.load_tuned(tmp_path / f"r{rank}", Backbones(model.clip, model.lm))
         assert same(state(model.lm.model), lm_before)  # adapters go on a copy, never on the shared LM
         assert illume.answer(loaded, features[:6], items[:6]) == illume.answer(loop.model, features[:6], items[:6])
+
+
+def test_tuning_with_adapters_resumes_as_a_run_never_stopped(grounded, tmp_path):
+    """A tuning run's checkpoints hold the LoRA adapters too (they live in the LM's copy, not in the
+    bridge): resumed from step 1 of 4, it ends with the weights of a run never stopped."""
+    model, items, features = grounded
+    config = replace(CONFIG, lora_rank=2)
+
+    def tuned(checkpoints=None) -> dict:
+        copy = illume.tunable_copy(model, config)
+        illume.tune(copy, features, items, illume.gold_rationales(items)[:4], illume.answer_only(items), config,
+                    steps=4, run=Run(checkpoints=checkpoints))
+        return {name: p.detach().clone() for name, p in illume.trainable_module(copy).named_parameters()}
+
+    whole = tuned()
+    assert any("lora_B" in name and p.abs().sum() > 0 for name, p in whole.items())  # B starts at 0: tuned
+    tuned(RunCheckpoints(tmp_path, every=2))  # saves after step 1 (the last step, 3, needs none)
+    assert [p.name for p in tmp_path.iterdir()] == ["step-000001"]
+    assert same(tuned(RunCheckpoints(tmp_path, every=2, resume=True, say=lambda text: None)), whole)
 
 
 def test_a_human_round_replays_the_decisions_in_the_log(grounded, tmp_path):

@@ -130,11 +130,12 @@ def test_resume_with_nothing_saved_starts_from_step_zero(cache, tmp_path):
 
 
 def test_sigterm_saves_after_the_step_in_progress_and_the_run_resumes(cache, uninterrupted, tmp_path):
-    """A scheduler's pre-emption: SIGTERM to torchrun and its workers; each rank finishes its step,
-    they save one checkpoint together, and exit; --resume then ends as a run never stopped."""
+    """A scheduler's pre-emption: SIGTERM to the command, which passes it on to torchrun and so to
+    the workers; each rank finishes its step, they save one checkpoint together, and exit; --resume
+    then ends as a run never stopped."""
     running = train("fromage", tmp_path, cache, wait=False)
     wait_for(tmp_path / "step-000003" / "state.json", running)
-    os.killpg(running.pid, signal.SIGTERM)
+    running.send_signal(signal.SIGTERM)
     output = running.communicate(timeout=120)[0]
     assert "stopped by SIGTERM after step" in output, output
     stopped_at = int(output.split("stopped by SIGTERM after step ")[1].split(";")[0])

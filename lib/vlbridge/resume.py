@@ -93,14 +93,22 @@ class RunCheckpoints:
 
     A loop calls `restore` once, before its first step, and `after_step` after each; both take what
     the step depends on: the trained module (its parameters with requires_grad), the optimiser, and
-    the named streams: `shared` (the same on every rank) and `own` (this rank's)."""
+    the named streams: `shared` (the same on every rank) and `own` (this rank's). The optimiser may be
+    None: a state saved with `save` between training runs has none (ILLUME's rounds each make their own)."""
 
     def __init__(self, folder, every: int = 100, group: Group = SINGLE, resume: bool = False, say=print):
         if every < 0:
             raise ValueError(f"checkpoint interval must be >= 0 steps (0: only on SIGTERM), got {every}")
         self.folder, self.every, self.group, self.resume, self.say = Path(folder), every, group, resume, say
-        self._term = False
+        self._term = {"arrived": False}  # shared with the checkpoints of a run within this one (`within`)
         self._previous_handler = None
+
+    def within(self, name: str) -> "RunCheckpoints":
+        """The checkpoints of a run that this run makes first (a model it starts from), in the sub-folder
+        `name`: the same interval, ranks and --resume, and the same SIGTERM (this run's handler)."""
+        inner = RunCheckpoints(self.folder / name, self.every, self.group, self.resume, self.say)
+        inner._term = self._term
+        return inner
 
     # ------------------------------------------------------------------ SIGTERM
     def __enter__(self):
@@ -112,7 +120,7 @@ class RunCheckpoints:
         return False
 
     def _on_term(self, signum, frame):
-        self._term = True  # acted on after the step in progress, when the state is whole
+        self._term["arrived"] = True  # acted on after the step in progress, when the state is whole
 
     # ------------------------------------------------------------------ finding one
     def _check(self, folder: Path) -> dict:
@@ -167,8 +175,9 @@ class RunCheckpoints:
         with torch.no_grad():
             for name, value in weights.items():
                 params[name].copy_(value)
-        optimizer.load_state_dict(_optimizer_state(_load_tensors(folder / "optimizer.safetensors"),
-                                                   state["optimizer"], next(model.parameters()).device))
+        if optimizer is not None:
+            optimizer.load_state_dict(_optimizer_state(_load_tensors(folder / "optimizer.safetensors"),
+                                                       state["optimizer"], next(model.parameters()).device))
         for streams, file in ((shared, "streams-shared"), (own or {}, f"streams-rank{self.group.rank}")):
             saved = _load_tensors(folder / f"{file}.safetensors")
             if set(saved) != set(streams):
@@ -182,7 +191,7 @@ class RunCheckpoints:
         """Save after `step` when it is due (every `every` steps, or SIGTERM on any rank); on SIGTERM,
         raise Stopped once saved. `last` is the run's final step (no checkpoint is needed there: the
         run's result is saved instead)."""
-        term = self.group.any(self._term)
+        term = self.group.any(self._term["arrived"])
         due = self.every and (step + 1) % self.every == 0 and step != last
         if not (term or due):
             return
@@ -203,8 +212,10 @@ class RunCheckpoints:
         if group.main:
             _save_tensors(stage / "weights.safetensors",
                           {n: p for n, p in model.named_parameters() if p.requires_grad})
-            tensors, rest = _optimizer_parts(optimizer)
-            _save_tensors(stage / "optimizer.safetensors", tensors)
+            rest = None  # no optimiser: a state between training runs (a feedback round's start)
+            if optimizer is not None:
+                tensors, rest = _optimizer_parts(optimizer)
+                _save_tensors(stage / "optimizer.safetensors", tensors)
             _save_tensors(stage / "streams-shared.safetensors", {name: g.get_state() for name, g in shared.items()})
         group.barrier()  # every rank's streams are on disk before the checksums are taken
         if group.main:

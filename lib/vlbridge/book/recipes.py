@@ -5,21 +5,28 @@ A recipe builds the model and its training data from the merged parameters of it
 same values the chapter's parameters cell gets), trains it over `Run`'s data-parallel ranks with its
 checkpoints, and returns the model with its training log. `obtain` is what a chapter calls: the
 store's entry for those parameters if one is there, trained by this code (saved by `vlbridge train`
-or by an earlier run of the chapter), else the model trained now, and saved.
+or by an earlier run of the chapter), else the model trained now, and saved. `prerequisite` is what
+a recipe calls for a model it starts from (ESPER-Style from GRPO's mapper): the same, over the
+recipe's ranks and within its checkpoints.
 """
 from __future__ import annotations
 
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from .. import world
+from ..audio_encoder import AudioEncoder, audio_embeddings, sound_features, train_audio_encoder
 from ..contracts import Backbones
-from ..features import image_features
+from ..critics import RougeCritic, WorldCritic, vqax_items, world_items
+from ..distributed import SINGLE, Group, check_replicated
+from ..features import features_by_rank, image_features
+from ..methods import illume
 from ..methods.clipcap import ClipCapConfig, fit_supervised
 from ..methods.esper import Esper, EsperConfig
 from ..methods.fromage import Fromage, FromageConfig
@@ -38,20 +45,29 @@ class CaptionData:
     query_of: Callable[[int, int], str]  # the texts that learn to retrieve an image (FROMAGe)
 
 
-def grounding_data(p: dict, clip) -> CaptionData:
+def scene_features(clip, pool: list, image_input: str, ranks: Group = SINGLE):
+    """The features of microworld scenes [N, d], each rank rendering and encoding its block of them."""
+    def encode(scenes):
+        return image_features(clip, world.render_array(scenes, clip.image_size), image_input)
+
+    return features_by_rank(encode, pool, clip, image_input, ranks)
+
+
+def grounding_data(p: dict, clip, ranks: Group = SINGLE) -> CaptionData:
     """Chapter 3's training pairs: a CC3M TSV's (FROMAGe's layout), or microworld scenes with their
-    canonical captions (or a fresh "varied" one each step) and varied retrieval queries."""
+    canonical captions (or a fresh "varied" one each step) and varied retrieval queries. Over `ranks`
+    each rank encodes its block of the images, and every rank gets all the features."""
     if p["train_tsv"]:
         from ..features import cc3m_pairs
 
         if p["image_input"] != "embedding":
             raise ValueError("training from a TSV reads CLIP embeddings only: set image_input: embedding")
-        features, texts = cc3m_pairs(p["train_tsv"], p["train_images"], clip)
+        features, texts = cc3m_pairs(p["train_tsv"], p["train_images"], clip, ranks=ranks)
         return CaptionData(features, lambda i, step: texts[i], lambda i, step: texts[i])
     if p["train_captions"] not in ("canonical", "varied"):
         raise ValueError(f"train_captions must be 'canonical' or 'varied', got {p['train_captions']!r}")
     pool = world.scenes(0, p["train_scenes"])
-    features = image_features(clip, world.render_array(pool, clip.image_size), p["image_input"])
+    features = scene_features(clip, pool, p["image_input"], ranks)
 
     def query_of(i, step):
         return world.caption(pool[i], world.scene_rng(pool[i].seed, 1000 + step))
@@ -66,12 +82,13 @@ def fromage_config(p: dict) -> FromageConfig:
     return FromageConfig(image_tokens=p["image_tokens"], image_input=p["image_input"], bridge=p["bridge"],
                          retrieval_dim=p["retrieval_dim"], steps=p["steps"], batch_size=p["batch_size"],
                          retrieval_batch_size=p["retrieval_batch_size"], lr=p["lr"],
-                         weight_decay=p["weight_decay"], warmup_steps=p["warmup_steps"], seed=p["seed"])
+                         weight_decay=p["weight_decay"], warmup_steps=p["warmup_steps"], seed=p["seed"],
+                         micro_batch=p["micro_batch"] or None)
 
 
 def train_fromage(p: dict, backbones: Backbones, run: Run, data: CaptionData | None = None, snapshots=None):
     model = Fromage(backbones.clip, backbones.lm, fromage_config(p))
-    data = data or grounding_data(p, backbones.clip)
+    data = data or grounding_data(p, backbones.clip, run.ranks)
     log = model.fit(data.features, data.caption_of, data.query_of, run=run)
     return model, log, {"captioned_images": len(data.features)}
 
@@ -87,18 +104,19 @@ class RewardData:
     captions: list[str]
 
 
-def reward_data(p: dict, clip) -> RewardData:
-    """A COCO Karpathy split's first train_scenes train images, or microworld scenes."""
+def reward_data(p: dict, clip, ranks: Group = SINGLE) -> RewardData:
+    """A COCO Karpathy split's first train_scenes train images, or microworld scenes (over `ranks`, each
+    rank encodes its block of the images, and every rank gets all the features)."""
     if p["train_json"]:
         from ..data.karpathy import load_karpathy
         from ..features import karpathy_features
 
         records = load_karpathy(p["train_json"], p["train_images"])[:p["train_scenes"]]
-        features = karpathy_features(records, clip, p["image_input"])  # opened and encoded in batches
+        features = karpathy_features(records, clip, p["image_input"], ranks=ranks)  # opened and encoded in batches
         captions = [r.captions[0] for r in records]
     else:
         pool = world.scenes(0, p["train_scenes"])
-        features = image_features(clip, world.render_array(pool, clip.image_size), p["image_input"])
+        features = scene_features(clip, pool, p["image_input"], ranks)
         captions = [world.canonical_caption(s).removeprefix(PLAIN_PROMPT + " ") for s in pool]
     return RewardData(features, features[:, :clip.embed_dim], captions)
 
@@ -128,7 +146,7 @@ def esper_config(p: dict, algorithm: str, group: int | None = None, **changes) -
 
 
 def train_clipcap(p: dict, backbones: Backbones, run: Run, data: RewardData | None = None, snapshots=None):
-    data = data or reward_data(p, backbones.clip)
+    data = data or reward_data(p, backbones.clip, run.ranks)
     model = new_captioner(p, backbones.lm, data=data)
     log = fit_supervised(model, data.features, lambda i, step: data.captions[i],
                          ClipCapConfig(steps=p["supervised_steps"], lr=p["supervised_lr"], seed=p["seed"]), run)
@@ -144,7 +162,7 @@ def snapshot_steps(p: dict, algorithm: str) -> tuple[int, ...]:
 def esper_trainer(algorithm: str):
     def train(p: dict, backbones: Backbones, run: Run, data: RewardData | None = None,
               snapshots: Path | None = None):
-        data = data or reward_data(p, backbones.clip)
+        data = data or reward_data(p, backbones.clip, run.ranks)
         esper = Esper(new_captioner(p, backbones.lm, data=data), backbones.clip, esper_config(p, algorithm))
         kept = snapshot_steps(p, algorithm) if snapshots else ()
 
@@ -159,8 +177,204 @@ def esper_trainer(algorithm: str):
     return train
 
 
+def train_esper_style(p: dict, backbones: Backbones, run: Run, data: RewardData | None = None, snapshots=None):
+    """ESPER-Style: the GRPO mapper, then style_steps GRPO steps of style_episodes captions with the five
+    style prompts (the prompted mapper is nearly there already: no warm-up)."""
+    data = data or reward_data(p, backbones.clip, run.ranks)
+    grpo, grpo_record = prerequisite("esper_grpo", p, backbones, run, data=data)
+    prompts = {world.style_prompt(s): 1.0 for s in world.STYLES}
+    esper = Esper(grpo, backbones.clip, esper_config(p, "grpo", steps=p["style_steps"], prompts=prompts, warmup_steps=0,
+                                                     batch_size=p["style_episodes"] // p["grpo_group"]))
+    log = esper.fit(data.features, data.targets, run=run)
+    # Its training from the frozen backbones: GRPO's, then the style steps'.
+    return esper.captioner, log, {"captioned_images": 0, "train_seconds": grpo_record["train_seconds"] + log["seconds"]}
+
+
+@dataclass
+class SoundData:
+    """What chapter 4's audio models train on: microworld scenes (whatever the pictures were) and the
+    stereo log-mels of their sounds."""
+
+    scenes: list
+    sounds: torch.Tensor
+
+
+def sound_data(p: dict, clip=None) -> SoundData:  # (clip: a recipe's data reads it; sounds do not)
+    pool = world.scenes(0, p["train_scenes"])
+    return SoundData(pool, sound_features(pool))
+
+
+def train_audio(p: dict, backbones: Backbones, run: Run, data: SoundData | None = None, snapshots=None):
+    """The audio encoder, distilled from CLIP's image embeddings. Every rank trains all of it as one
+    process does, so all end with the same weights without a collective, and the same as the chapter's:
+    it is small (seconds) and its InfoNCE loss couples the whole batch. No checkpoints: a resumed run
+    trains it again unless it was saved."""
+    data = data or sound_data(p)
+    encoder, log = train_audio_encoder(backbones.clip, data.scenes, steps=p["audio_encoder_steps"], seed=p["seed"],
+                                       sounds=data.sounds)
+    return encoder, log, {"captioned_images": 0}
+
+
+def train_esper_audio(p: dict, backbones: Backbones, run: Run, data: SoundData | None = None, snapshots=None):
+    """ESPER on sounds: GRPO with the audio encoder's embedding in place of the image's, in the mapper's
+    input and in the reward (no picture, no caption)."""
+    data = data or sound_data(p)
+    encoder, encoder_record = prerequisite("audio_encoder", p, backbones, run, data=data)
+    heard = audio_embeddings(encoder, data.sounds)
+    esper = Esper(new_captioner(p, backbones.lm, "audio encoder (chapter 4)", backbones.clip.embed_dim),
+                  backbones.clip, esper_config(p, "grpo", p["audio_grpo_group"], steps=p["audio_steps"]))
+    log = esper.fit(heard, heard, run=run)
+    # Its training from the frozen backbones: the encoder's, then RL's.
+    return esper.captioner, log, {"captioned_images": 0,
+                                  "train_seconds": encoder_record["train_seconds"] + log["seconds"]}
+
+
+# ---------------------------------------------------------------------------- chapter 5: ILLUME
+@dataclass
+class FeedbackData:
+    """What chapter 5's models train on: the questions (critics.FeedbackItem) that the loop and SFT
+    draw from, their image features [N, d], and the captions the grounding stage reads."""
+
+    items: list
+    features: torch.Tensor
+    captions: CaptionData
+
+
+def feedback_data(p: dict, clip, ranks: Group = SINGLE) -> FeedbackData:
+    """Chapter 5's training questions: VQA-X's first train_items, or microworld questions about the
+    first train_items scenes. Grounding reads a CC3M TSV's captions, or chapter 3's microworld
+    captions of those same scenes (question i asks about scene i). Over `ranks`, each rank encodes its
+    block of the images."""
+    if p["vqax_json"] and not p["caption_tsv"]:
+        raise ValueError("vqax_json needs caption_tsv: the grounding stage reads captions, and VQA-X has none "
+                         "(set caption_tsv to a CC3M TSV in FROMAGe's layout)")
+    captions = grounding_data({"train_tsv": p["caption_tsv"], "train_images": p["caption_images"],
+                               "image_input": p["image_input"], "train_captions": "canonical",
+                               "train_scenes": p["train_items"]}, clip, ranks)
+    if p["vqax_json"]:
+        from ..data.vqax import load_vqax
+        from ..features import image_file_features
+
+        records = load_vqax(p["vqax_json"], p["vqax_images"])[:p["train_items"]]
+        features = image_file_features(clip, [r.image_path for r in records], p["image_input"], ranks=ranks)
+        return FeedbackData(vqax_items(records), features, captions)
+    items = world_items(0, p["train_items"])
+    if p["caption_tsv"]:  # else the captions' pictures are the questions'
+        return FeedbackData(items, scene_features(clip, [it.scene for it in items], p["image_input"], ranks), captions)
+    return FeedbackData(items, captions.features, captions)
+
+
+def grounding_config(p: dict) -> FromageConfig:
+    """Chapter 5's starting point: chapter 3's FROMAGe recipe on captions, for caption_steps."""
+    return FromageConfig(image_tokens=p["image_tokens"], image_input=p["image_input"], steps=p["caption_steps"],
+                         batch_size=24, retrieval_batch_size=24, lr=p["caption_lr"], warmup_steps=20, seed=p["seed"])
+
+
+def feedback_config(p: dict) -> illume.FeedbackConfig:
+    """The loop's settings (SFT tunes with them too)."""
+    return illume.FeedbackConfig(samples=p["samples"], temperatures=tuple(p["temperatures"]),
+                                 max_new_tokens=p["max_new_tokens"], rounds=p["rounds"],
+                                 items_per_round=p["items_per_round"], steps_per_round=p["steps_per_round"],
+                                 batch_size=p["batch_size"], answer_only_per_rationale=p["answer_only_per_rationale"],
+                                 lr=p["lr"], lora_rank=p["lora_rank"], lora_targets=tuple(p["lora_targets"]),
+                                 seed=p["seed"])
+
+
+def feedback_critic(p: dict):
+    """The loop's critic: the microworld's exact world truth, or the paper's ROUGE-L >= rouge_threshold
+    against the gold explanation."""
+    if p["critic"] not in ("world", "rouge"):
+        raise ValueError(f"critic must be 'world' or 'rouge', got {p['critic']!r}")
+    if p["critic"] == "rouge":
+        return RougeCritic(p["rouge_threshold"])
+    if p["vqax_json"]:
+        raise ValueError("the world-truth critic needs microworld scenes; with vqax_json set critic: rouge")
+    return WorldCritic()
+
+
+def train_grounded(p: dict, backbones: Backbones, run: Run, data: FeedbackData | None = None, snapshots=None):
+    data = data or feedback_data(p, backbones.clip, run.ranks)
+    # Its initial weights draw from torch's generator as chapter 3's do: seeded (repro.setup), then the
+    # backbones' loading, as in the chapter and in `vlbridge train`.
+    model = Fromage(backbones.clip, backbones.lm, grounding_config(p))
+    log = model.fit(data.captions.features, data.captions.caption_of, data.captions.query_of, run=run)
+    return model, log, {"captioned_images": len(data.captions.features)}
+
+
+def save_tuned(model, folder: Path, p: dict) -> None:
+    illume.save_tuned(model, folder, feedback_config(p))
+
+
+def train_illume(p: dict, backbones: Backbones, run: Run, data: FeedbackData | None = None,
+                 snapshots: Path | None = None):
+    """ILLUME's rounds from the grounded model: sample rationales for new items, keep the ones the critic
+    prefers, tune on every one kept so far (FeedbackLoop: over ranks, each samples and judges its share
+    of the items, all tune on the same kept pool). The log has every round's decisions; the model
+    after each round but the last is kept as snapshots/step-N (N: the tuning steps so far).
+
+    Checkpoints (resume.RunCheckpoints, in the run's folder): after each round's judging, the weights,
+    the kept pool, the sample streams and the logs (rounds/), and that round's tuning steps
+    (round-R/); a resumed run starts from the newest, and ends as a run never stopped."""
+    data = data or feedback_data(p, backbones.clip, run.ranks)
+    grounded, grounding = prerequisite("grounded", p, backbones, run, data=data)
+    config, critic = feedback_config(p), feedback_critic(p)
+    loop = illume.FeedbackLoop(grounded, data.features, data.items, config, run.ranks)
+    checkpoints = run.checkpoints
+    judged_states = checkpoints.within("rounds") if checkpoints else None
+    logs = _resume_rounds(loop, judged_states)
+    # A resumable run keeps its snapshots in its folder, where a resumed run finds the earlier rounds'.
+    kept_in = checkpoints.folder / SNAPSHOTS if checkpoints and snapshots else snapshots
+    for r in range(max(1, len(logs)), config.rounds + 1):  # a resumed run: from the newest round judged
+        if r > len(logs):
+            logs.append(loop.judge(r, critic))
+            if judged_states:
+                judged_states.save(r, illume.trainable_module(loop.model), None, {}, loop.streams,
+                                   {"kept": [asdict(e) for e in loop.kept], "rounds": [asdict(done) for done in logs]})
+        loop.tune_round(logs[-1], checkpoints.within(f"round-{r}") if checkpoints else None)
+        if kept_in and r < config.rounds:
+            folder = kept_in / f"step-{r * config.steps_per_round}"
+            shutil.rmtree(folder, ignore_errors=True)  # what a killed run may have half written
+            illume.save_tuned(loop.model, folder, config)
+    if snapshots and kept_in != snapshots and kept_in.is_dir():
+        shutil.copytree(kept_in, snapshots, dirs_exist_ok=True)
+    seconds = round(sum(done.seconds for done in logs), 2)
+    log = {"rounds": [asdict(done) for done in logs], "kept_rationales": len(loop.kept),
+           "steps": config.rounds * config.steps_per_round, "seconds": seconds}
+    return loop.model, log, {"captioned_images": grounding["captioned_images"],
+                             "judged_items": sum(done.judged for done in logs),
+                             "train_seconds": grounding["train_seconds"] + seconds}  # from the frozen backbones
+
+
+def _resume_rounds(loop: illume.FeedbackLoop, states) -> list:
+    """The logs of the rounds judged before, when resuming: the loop's weights, kept pool and sample
+    streams are put back as they were after the newest one's judging. [] for a run from the start."""
+    if states is None:
+        return []
+    after, saved = states.restore(illume.trainable_module(loop.model), None, {}, loop.streams)
+    if not after:
+        return []
+    loop.kept = [illume.Example(**example) for example in saved["kept"]]
+    return [illume.RoundLog(**log) for log in saved["rounds"]]
+
+
+def train_sft(p: dict, backbones: Backbones, run: Run, data: FeedbackData | None = None, snapshots=None):
+    """SFT, the loop's baseline: the grounded model tuned for sft_steps on the gold rationales of the
+    first max(sft_budgets) items (the chapter trains its smaller budgets itself)."""
+    data = data or feedback_data(p, backbones.clip, run.ranks)
+    grounded, grounding = prerequisite("grounded", p, backbones, run, data=data)
+    budget = max(p["sft_budgets"])
+    model, log = illume.sft(grounded, data.features, data.items, feedback_config(p), p["sft_steps"], labelled=budget,
+                            run=run)
+    return model, log, {"captioned_images": grounding["captioned_images"], "written_rationales": budget,
+                        "train_seconds": grounding["train_seconds"] + log["seconds"]}
+
+
 # ---------------------------------------------------------------------------- the table
 CHAPTER_RUN = "a chapter run (1 process)"
+
+
+def own_save(model, folder: Path, params: dict) -> None:
+    model.save(folder)
 
 
 @dataclass(frozen=True)
@@ -172,6 +386,7 @@ class Recipe:
     # Every rank calls the LM equally often each step (teacher forcing; no sampling that stops when a
     # rank's own captions end): what a LM sharded with --fsdp needs (vlbridge.fsdp).
     lockstep: bool = False
+    save: Callable = own_save  # save(model, folder, params): the model's own save, unless it misses a part
 
 
 RECIPES = {
@@ -179,6 +394,13 @@ RECIPES = {
     "clipcap": Recipe("04_reward_rl", train_clipcap, PrefixCaptioner.load, reward_data, lockstep=True),
     "esper_grpo": Recipe("04_reward_rl", esper_trainer("grpo"), PrefixCaptioner.load, reward_data),
     "esper_ppo": Recipe("04_reward_rl", esper_trainer("ppo"), PrefixCaptioner.load, reward_data),
+    "esper_style": Recipe("04_reward_rl", train_esper_style, PrefixCaptioner.load, reward_data),
+    "audio_encoder": Recipe("04_reward_rl", train_audio, AudioEncoder.load, sound_data),
+    "esper_audio": Recipe("04_reward_rl", train_esper_audio, PrefixCaptioner.load, sound_data),
+    "grounded": Recipe("05_feedback", train_grounded, Fromage.load, feedback_data, lockstep=True),
+    # A tuned model's LoRA adapters (lora_rank > 0) live in its LM's copy, which its own save leaves out.
+    "illume": Recipe("05_feedback", train_illume, illume.load_tuned, feedback_data, save=save_tuned),
+    "sft": Recipe("05_feedback", train_sft, illume.load_tuned, feedback_data, lockstep=True, save=save_tuned),
 }
 
 
@@ -188,29 +410,40 @@ def recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
+# Who is training which model while its recipe runs (train_and_save sets it): a prerequisite that the
+# recipe trains records that it was trained for that model, by that run.
+_TRAINING: ContextVar[tuple[str, str]] = ContextVar("training")
+
+
 def train_and_save(name: str, params: dict, backbones: Backbones, run: Run, record: dict, data=None):
     """Train `name` over `run` and save it into the store with `record` (plus the log and the code),
-    with the snapshots its recipe keeps; rank 0 saves, every rank returns (model, log, entry or None)."""
+    with the snapshots its recipe keeps; rank 0 saves, every rank returns (model, the record,
+    entry or None)."""
     found = recipe(name)
     with tempfile.TemporaryDirectory() as tmp:
         snapshots = Path(tmp) if run.ranks.main else None
-        model, log, fields = found.train(params, backbones, run, data, snapshots=snapshots)
+        training = _TRAINING.set((record.get("trained_by", "an unnamed run"), name))
+        try:
+            model, log, fields = found.train(params, backbones, run, data, snapshots=snapshots)
+        finally:
+            _TRAINING.reset(training)
         record = {"train_seconds": log["seconds"], **fields, **record, "log": log, "code": store.training_code()}
 
         def save(folder: Path) -> None:
-            model.save(folder)
+            found.save(model, folder, params)
             if any(Path(tmp).iterdir()):
                 shutil.copytree(tmp, folder / SNAPSHOTS)
 
         entry = store.save_trained(found.chapter, name, params, save, record) if run.ranks.main else None
-    return model, log, entry
+    return model, record, entry
 
 
 SNAPSHOTS = "snapshots"
 
 
 def snapshot(name: str, params: dict, step: int, backbones: Backbones):
-    """The model `name` as it was before training step `step` (recipes that keep snapshots: esper_grpo)."""
+    """The model `name` as it was before training step `step` (recipes that keep snapshots: esper_grpo,
+    and illume after each round but the last)."""
     found = recipe(name)
     return found.load(store.entry_dir(found.chapter, name, params) / SNAPSHOTS / f"step-{step}", backbones)
 
@@ -219,16 +452,53 @@ def obtain(name: str, params: dict, backbones: Backbones, data=None, say=print):
     """(model, record): the store's `name` for these chapter parameters if it is there and was trained
     by this code (store.training_code; saved by `vlbridge train` or an earlier run), else trained now
     in this process and saved. The record holds the training log ("log") either way."""
+    return _stored_or_trained(name, params, backbones, Run(), CHAPTER_RUN, data, say)
+
+
+def prerequisite(name: str, params: dict, backbones: Backbones, run: Run, say=print, data=None):
+    """(model, record) of `name`, a model of the same chapter and parameters that a recipe starts from
+    (esper_style starts from esper_grpo), for the recipe's train function to call: the store's if it
+    is there and was trained by this code (as `obtain`), else trained now over `run`'s ranks (rank 0
+    saves it; every rank returns it, identical), with its checkpoints in the sub-folder `name` of the
+    run's, so that a resumed run resumes it too. `data`: the recipe's data, if `name` reads the same."""
+    outer = _TRAINING.get(None)
+    if outer is None:
+        raise RuntimeError(f"prerequisite({name!r}) is for a recipe's train function, run by train_and_save "
+                           "(a chapter calls obtain)")
+    by, model = outer
+    checkpoints = run.checkpoints.within(name) if run.checkpoints else None
+    return _stored_or_trained(name, params, backbones, Run(run.ranks, checkpoints),
+                              f"{by}, as a prerequisite of {model}", data, say if run.ranks.main else _silent)
+
+
+def _silent(text: str) -> None:
+    pass
+
+
+def _stored_or_trained(name: str, params: dict, backbones: Backbones, run: Run, trained_by: str, data, say):
+    """obtain's and prerequisite's (model, record); training now records `trained_by`."""
     found = recipe(name)
     folder = store.entry_dir(found.chapter, name, params)
-    code = store.training_code()
-    if (folder / store.RECORD).is_file():
+    # A chapter says nothing of models a chapter run trained, whether it trains them now or loads them:
+    # its output is then the same either way.
+    chapter = trained_by.startswith(CHAPTER_RUN)
+    if _usable(name, folder, run.ranks, say):
         record = store.read_record(folder)
-        if record.get("code") == code:
-            if record.get("trained_by") != CHAPTER_RUN:  # a chapter's own earlier run loads silently: same output
-                say(f"{name}: loaded from the store, trained by {record.get('trained_by', 'an unknown run')} "
-                    f"({folder})")
-            return found.load(folder, backbones), record
+        if not (chapter and record.get("trained_by", "").startswith(CHAPTER_RUN)):
+            say(f"{name}: loaded from the store, trained by {record.get('trained_by', 'an unknown run')} ({folder})")
+        return found.load(folder, backbones), record
+    if not chapter:
+        say(f"{name}: training it ({trained_by})")
+    model, record, entry = train_and_save(name, params, backbones, run, {"trained_by": trained_by}, data)
+    check_replicated([p for p in model.parameters() if p.requires_grad], run.ranks, f"{name}'s trained weights")
+    return model, (store.read_record(entry) if entry else record)
+
+
+def _usable(name: str, folder: Path, ranks: Group, say) -> bool:
+    """Whether the store's entry in `folder` is there and was trained by this code, on every rank: all
+    of them load it or all train (a rank that trained alone would wait for the others for ever)."""
+    usable = (folder / store.RECORD).is_file()
+    if usable and store.read_record(folder).get("code") != store.training_code():
         say(f"{name}: the store's model for these parameters was trained by other code; training again")
-    model, _, entry = train_and_save(name, params, backbones, Run(), {"trained_by": CHAPTER_RUN}, data)
-    return model, store.read_record(entry)
+        usable = False
+    return not ranks.any(not usable)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -70,7 +71,13 @@ def _launch(args, argv: list[str]) -> int:
             rest.append(arg)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
                "-m", "vlbridge.train", *rest]
-    return subprocess.call(command)
+    # torchrun starts each worker in a session of its own, so a signal to this command's process group
+    # (a scheduler's SIGTERM, Ctrl-C's SIGINT) reaches no worker: this command passes it to torchrun,
+    # which passes it on. torchrun has a session of its own too, so it gets each signal once.
+    torchrun = subprocess.Popen(command, start_new_session=True)
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda signum, frame: torchrun.send_signal(signum))
+    return torchrun.wait()
 
 
 def run_folder(args, chapter: str, params: dict) -> Path:
@@ -124,8 +131,9 @@ def train(args) -> Path:
     start = time.time()
     trained_by = {"trained_by": f"vlbridge train, {ranks.world} process(es)"}
     with RunCheckpoints(folder, args.checkpoint_every, ranks, args.resume, say) as checkpoints:
-        model, log, entry = recipes.train_and_save(args.model, params, Backbones(clip, lm), Run(ranks, checkpoints),
-                                                   trained_by)
+        model, record, entry = recipes.train_and_save(args.model, params, Backbones(clip, lm),
+                                                      Run(ranks, checkpoints), trained_by)
+    log = record["log"]
     seconds = round(time.time() - start, 2)
     distributed.check_replicated([p for p in model.parameters() if p.requires_grad], ranks, "the trained weights")
     if ranks.main:

@@ -26,6 +26,7 @@ from .. import checkpoint
 from ..bridge import Text
 from ..contracts import Backbones
 from ..critics import LoggingCritic
+from ..distributed import SINGLE, Group
 from ..repro import generator
 from ..training import Run, adamw, train_loop
 from ..world import explained, split_answer, vqa_prompt
@@ -71,8 +72,12 @@ def tunable_copy(model, config: FeedbackConfig):
         from peft import LoraConfig, inject_adapter_in_model
 
         lm = copy.deepcopy(model.lm)
-        inject_adapter_in_model(LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank,
-                                           target_modules=list(config.lora_targets)), lm.model)
+        # The adapters' random start comes from the seed, not from whatever drew from torch's global
+        # generator before (a recipe that trained the grounded model in the same process, or loaded it).
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(config.seed)
+            inject_adapter_in_model(LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank,
+                                               target_modules=list(config.lora_targets)), lm.model)
         tuned.lm = lm
     return tuned
 
@@ -99,9 +104,20 @@ def load_tuned(folder, backbones: Backbones):
     return tuned.eval()
 
 
+def trainable_module(model) -> torch.nn.Module:
+    """What feedback tuning changes, the bridge and the LoRA adapters if there are any, as one module:
+    what a training run's checkpoints save and restore (the adapters live in the LM's copy, outside
+    the model's own parameters)."""
+    parts = torch.nn.Module()
+    parts.image_to_lm = model.image_to_lm
+    parts.adapters = torch.nn.ParameterDict({name.replace(".", "/"): p for name, p in model.lm.model.named_parameters()
+                                             if "lora_" in name})
+    return parts
+
+
 def trainable(model) -> list[torch.nn.Parameter]:
     """What feedback tuning changes: the bridge, and the LoRA adapters if there are any."""
-    return [*model.image_to_lm.parameters(), *(p for n, p in model.lm.model.named_parameters() if "lora_" in n)]
+    return list(trainable_module(model).parameters())
 
 
 def _prompts(model, features: torch.Tensor, items: list, answers: bool = False) -> list[list]:
@@ -179,8 +195,9 @@ def tune(model, features: torch.Tensor, items: list, rationales: list[Example], 
                      for prompt, e in zip(_prompts(model, features[rows], [items[i] for i in rows]), chosen)]
         return br.teacher_forced_loss(model.lm, sequences, run.ranks)
 
-    optimizer = adamw(trainable(model), config.lr, config.weight_decay)
-    return train_loop(model.image_to_lm, optimizer, steps, config.warmup_steps, loss_fn, name,
+    parts = trainable_module(model)
+    optimizer = adamw(parts.parameters(), config.lr, config.weight_decay)
+    return train_loop(parts, optimizer, steps, config.warmup_steps, loss_fn, name,
                       streams={f"{name}-batches": order}, run=run)
 
 
@@ -206,7 +223,7 @@ class RoundLog:
     seconds: float = 0.0
     train: dict = field(default_factory=dict)
     evaluation: dict = field(default_factory=dict)
-    examples: list = field(default_factory=list)  # (item, candidates, keep flags), a few per round
+    judgements: list = field(default_factory=list)  # [candidates, keep flags] of every item judged, in order
 
     @property
     def accept_rate(self) -> float:
@@ -218,20 +235,27 @@ class FeedbackLoop:
     takes the r-th block of config.items_per_round items. Answer-only examples come from every item
     (answers are the cheap labels). The tuned model is a copy: the grounded model is left as it was.
 
+    Over data-parallel `ranks` each rank samples and judges its share of a round's items (its
+    Group.block of them), every rank then gets every decision, so all tune on the same kept pool,
+    and the tuning is data-parallel (`tune`). Each rank samples from a stream of its own; one
+    process samples from the book's stream.
+
     `run` does every round with a simulated critic. With a person, take a round in two steps:
     `candidates(r)` to show in the critic panel, then `learn(r, RecordedCritic(log, r))`."""
 
-    def __init__(self, model, features: torch.Tensor, items: list, config: FeedbackConfig):
+    def __init__(self, model, features: torch.Tensor, items: list, config: FeedbackConfig, ranks: Group = SINGLE):
         _check(features, items)
         needed = config.rounds * config.items_per_round
         if needed > len(items):
             raise ValueError(f"{config.rounds} rounds x {config.items_per_round} items need {needed} items; "
                              f"got {len(items)}")
         self.model = tunable_copy(model, config)
-        self.features, self.items, self.config = features, items, config
+        self.features, self.items, self.config, self.ranks = features, items, config, ranks
         self.kept: list[Example] = []
         self.answers = answer_only(items)
-        self._gen = generator(config.seed, "feedback-samples", br.lm_device(model.lm))  # draws where the LM samples
+        own = "feedback-samples" if ranks.world == 1 else f"feedback-samples-{ranks.rank}"
+        # The random stream a rank samples from (draws where the LM samples), by the name checkpoints save it under.
+        self.streams = {"feedback-samples": generator(config.seed, own, br.lm_device(model.lm))}
         self._sampled: dict[int, list[list[str]]] = {}
 
     def block(self, r: int) -> range:
@@ -240,34 +264,49 @@ class FeedbackLoop:
         return range((r - 1) * self.config.items_per_round, r * self.config.items_per_round)
 
     def candidates(self, r: int) -> tuple[list, list[list[str]]]:
-        """Round r's items and the rationales the current model samples for them (sampled once)."""
-        block = self.block(r)
+        """This rank's items of round r (all of them with one process) and the rationales the current
+        model samples for them (sampled once)."""
+        share = self.ranks.take(self.block(r))
         if r not in self._sampled:
-            self._sampled[r] = sample_rationales(self.model, self.features[block.start:block.stop],
-                                                 [self.items[i] for i in block], self.config, self._gen)
-        return [self.items[i] for i in block], self._sampled[r]
+            self._sampled[r] = sample_rationales(self.model, self.features[share.start:share.stop],
+                                                 [self.items[i] for i in share], self.config,
+                                                 self.streams["feedback-samples"]) if share else []
+        return [self.items[i] for i in share], self._sampled[r]
 
-    def learn(self, r: int, critic, keep_examples: int = 8) -> RoundLog:
-        """Judge round r's candidates with `critic`, add the kept ones to the pool, and tune on it."""
+    def judge(self, r: int, critic) -> RoundLog:
+        """Judge round r's candidates with `critic` (this rank's share; every rank then gets every
+        decision) and add the kept ones to the pool."""
         start = time.time()
-        items, candidates = self.candidates(r)
-        log = RoundLog(r, judged=len(items))
-        for i, item, cands in zip(self.block(r), items, candidates):
-            flags = critic.judge(item, cands)
+        mine = []
+        for item, cands in zip(*self.candidates(r)):
+            flags = [bool(keep) for keep in critic.judge(item, cands)]
             if len(flags) != len(cands):
                 raise ValueError(f"the critic returned {len(flags)} decisions for {len(cands)} candidates "
                                  f"of item {item.item_id}")
+            mine.append([cands, flags])
+        judgements = [judged for share in self.ranks.gather_json(mine) for judged in share]  # in item order
+        log = RoundLog(r, judged=len(judgements), judgements=judgements)
+        for i, (cands, flags) in zip(self.block(r), judgements):
             chosen = sorted({c for c, keep in zip(cands, flags) if keep and c})  # a rationale written twice counts once
-            self.kept += [Example(i, item.answer, c) for c in chosen]
+            self.kept += [Example(i, self.items[i].answer, c) for c in chosen]
             log.candidates += len(cands)
-            log.kept += sum(map(bool, flags))
+            log.kept += sum(flags)
             log.items_with_kept += bool(chosen)
-            if len(log.examples) < keep_examples:
-                log.examples.append((item, cands, list(flags)))
-        log.train = tune(self.model, self.features, self.items, self.kept, self.answers, self.config,
-                         self.config.steps_per_round, f"feedback round {r}")
         log.seconds = round(time.time() - start, 2)
         return log
+
+    def tune_round(self, log: RoundLog, checkpoints=None) -> RoundLog:
+        """Tune on every rationale kept so far, for round `log.round` (its log gets the training log),
+        data-parallel over the loop's ranks, with `checkpoints` (resume.RunCheckpoints) if given."""
+        start = time.time()
+        log.train = tune(self.model, self.features, self.items, self.kept, self.answers, self.config,
+                         self.config.steps_per_round, f"feedback round {log.round}", Run(self.ranks, checkpoints))
+        log.seconds = round(log.seconds + time.time() - start, 2)
+        return log
+
+    def learn(self, r: int, critic) -> RoundLog:
+        """Judge round r's candidates with `critic`, add the kept ones to the pool, and tune on it."""
+        return self.tune_round(self.judge(r, critic))
 
     def run(self, critic, evaluate=None, decisions=None) -> list[RoundLog]:
         """Every round with a simulated critic; `evaluate(model) -> dict` runs before the first round
@@ -281,14 +320,15 @@ class FeedbackLoop:
 
 
 def sft(model, features: torch.Tensor, items: list, config: FeedbackConfig, steps: int,
-        labelled: int | None = None) -> tuple[object, dict]:
+        labelled: int | None = None, run: Run | None = None) -> tuple[object, dict]:
     """Supervised fine-tuning on the gold explanations of the first `labelled` items (default all),
-    with answer-only examples from every item as in the loop. Returns the tuned copy and its log."""
+    with answer-only examples from every item as in the loop; `run` as `tune`'s. Returns the tuned
+    copy and its log."""
     _check(features, items)
     labelled = len(items) if labelled is None else labelled
     if not 0 < labelled <= len(items):
         raise ValueError(f"labelled must be between 1 and {len(items)}, got {labelled}")
     tuned = tunable_copy(model, config)
     log = tune(tuned, features, items, gold_rationales(items[:labelled]), answer_only(items), config, steps,
-               f"SFT {labelled}")
+               f"SFT {labelled}", run)
     return tuned, log
