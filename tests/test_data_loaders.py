@@ -129,6 +129,23 @@ def test_real_vqax_illume(real):
     assert records[0].explanations[0] == "he is wearing a suit and tie."
 
 
+def test_illume_rows_find_their_image_in_val2014_or_train2014(real, tmp_path):
+    """VQA-X's train questions are about COCO train2014 images: a loader that only built val2014 names
+    could not load ILLUME's train split with its images."""
+    records = load_vqax(real / "vqax_illume_split_test.subset.json")
+    ids = [int(r.image_id) for r in records]
+    write_png(tmp_path / f"COCO_train2014_{ids[0]:012d}.jpg")
+    for image_id in ids[1:]:
+        write_png(tmp_path / f"COCO_val2014_{image_id:012d}.jpg")
+    found = load_vqax(real / "vqax_illume_split_test.subset.json", tmp_path)
+    assert found[0].image_path == tmp_path / f"COCO_train2014_{ids[0]:012d}.jpg"
+    assert [r.image_name for r in found[1:]] == [f"COCO_val2014_{i:012d}.jpg" for i in ids[1:]]
+    (tmp_path / f"COCO_train2014_{ids[0]:012d}.jpg").unlink()
+    with pytest.raises(DataError, match=rf"row '0': image file not found: neither .*COCO_val2014_{ids[0]:012d}.jpg "
+                                        rf"nor COCO_train2014_{ids[0]:012d}.jpg"):
+        load_vqax(real / "vqax_illume_split_test.subset.json", tmp_path)
+
+
 def test_real_esp(real):
     records = {r.image_id: r for r in load_esp(real / "esper_esp_dataset_v_0_2.subset.json")}
     assert len(records) == 5

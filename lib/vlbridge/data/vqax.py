@@ -11,8 +11,10 @@ from .errors import DataError
 from .images import image_file
 from .jsonfile import field, read_json
 
-# ILLUME rows carry only a COCO image id; its VQA-X splits come from COCO val2014.
+# ILLUME rows carry only a COCO image id: VQA-X's test and val questions are about COCO val2014
+# images, its train questions about train2014 ones (ILLUME's vqax_magma_eval.py names them so).
 ILLUME_IMAGE_NAME = "COCO_val2014_{:012d}.jpg"
+ILLUME_TRAIN_IMAGE_NAME = "COCO_train2014_{:012d}.jpg"
 ILLUME_EXPLANATIONS = ("explanation", "explanation_2", "explanation_3")  # the first is every row's; pandas
 # writes null in the others where a question has fewer (VQA-X train gives one explanation, test three)
 
@@ -81,8 +83,8 @@ def _illume_records(data: dict, path: Path, image_dir) -> list[VQAXRecord]:
     records = []
     for label in column("question_id"):
         image_id = cell("image_id", label, int)
-        name = ILLUME_IMAGE_NAME.format(image_id)
         where = f"row {label!r}"
+        name = _illume_image_name(image_id, image_dir, path, where)
         more = [cell(c, label, (str, type(None))) for c in extra]
         records.append(VQAXRecord(
             question_id=cell("question_id", label, int),
@@ -95,6 +97,18 @@ def _illume_records(data: dict, path: Path, image_dir) -> list[VQAXRecord]:
             image_path=_image_path(image_dir, name, path, where),
         ))
     return records
+
+
+def _illume_image_name(image_id: int, image_dir, path: Path, where: str) -> str:
+    """The COCO file name of an ILLUME row's image: the val2014 one, or the train2014 one where the
+    image folder has that instead (the train split's; COCO ids are unique across the two)."""
+    names = (ILLUME_IMAGE_NAME.format(image_id), ILLUME_TRAIN_IMAGE_NAME.format(image_id))
+    if image_dir is None:
+        return names[0]
+    for name in names:
+        if (Path(image_dir) / name).is_file():
+            return name
+    raise DataError(f"{path}: {where}: image file not found: neither {Path(image_dir) / names[0]} nor {names[1]}")
 
 
 def load_vqax(json_path, image_dir=None) -> list[VQAXRecord]:
