@@ -113,3 +113,12 @@ def test_a_saved_encoder_loads_with_the_same_embeddings_and_only_for_its_clip(cl
     with pytest.raises(CheckpointError, match="trained on clip 'micro-clip-smoke', not 'another-clip'"):
         audio.AudioEncoder.load(tmp_path / "encoder", Backbones(other, None))
 
+
+
+@pytest.mark.parametrize("frames, bins", [(9, 9), (47, 9), (50, 9), (101, 9), (20, 3), (7, 5)])
+def test_the_cuda_pooling_averages_the_windows_adaptive_pooling_does(frames, bins):
+    """On CUDA the encoder pools time with a matrix product (adaptive pooling has no deterministic
+    backward there); the windows, with overlaps where frames do not divide, must be the same."""
+    x = torch.randn(3, 4, frames, generator=torch.Generator().manual_seed(frames))
+    pooled = x @ audio.time_bin_weights(frames, bins, x)
+    torch.testing.assert_close(pooled, torch.nn.functional.adaptive_avg_pool1d(x, bins), rtol=1e-6, atol=1e-6)

@@ -63,6 +63,16 @@ def sound_features(scenes) -> torch.Tensor:
     return torch.from_numpy(mels[rows]).reshape(len(scenes), waves.shape[1], *mels.shape[1:])
 
 
+def time_bin_weights(frames: int, bins: int, like: torch.Tensor) -> torch.Tensor:
+    """[frames, bins]: x @ this averages x's last axis over the windows adaptive average pooling uses
+    (bin i: frames floor(i * frames / bins) to ceil((i + 1) * frames / bins))."""
+    weights = torch.zeros(frames, bins, dtype=like.dtype, device=like.device)
+    for i in range(bins):
+        lo, hi = i * frames // bins, -(-(i + 1) * frames // bins)
+        weights[lo:hi, i] = 1.0 / (hi - lo)
+    return weights
+
+
 class AudioEncoder(checkpoint.Trained, nn.Module):
     """Stereo log-mels [N, 2, n_mels, frames] -> L2-normalised embeddings [N, clip_dim].
 
@@ -109,8 +119,11 @@ class AudioEncoder(checkpoint.Trained, nn.Module):
         x = self.check_features(features).float()
         x = (x - LOG_FLOOR) / LOG_SCALE
         x = x.flatten(1, 2)  # [N, 2 * n_mels, frames]: both ears' mel bins as channels
-        x = self.pool(self.conv(x)).flatten(1)
-        return F.normalize(self.head(x), dim=-1)
+        x = self.conv(x)
+        # CUDA's adaptive average pooling has no deterministic backward (which repro.setup requires):
+        # there the same bins are a matrix product. The CPU keeps the op its results were made with.
+        x = x @ time_bin_weights(x.shape[-1], self.time_bins, x) if x.is_cuda else self.pool(x)
+        return F.normalize(self.head(x.flatten(1)), dim=-1)
 
     # ------------------------------------------------------------------ sharing (checkpoint.Trained)
     @property
