@@ -6,9 +6,6 @@ processes (through the real command, or spawned)."""
 import os
 import signal
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
+from train_runs import own_cache, vlbridge_train, wait_for
 from vlbridge import backbones, distributed
 from vlbridge.book import config, recipes, store
 from vlbridge.book.train import parser
@@ -32,12 +30,8 @@ BY_TRAIN = "vlbridge train, 2 process(es)"
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    """A store of this module's own, beside the session's stand-in backbones (built once, shared)."""
-    folder = tmp_path_factory.mktemp("cache")
-    stand_ins = Path(os.environ["VLBRIDGE_CACHE"]) / "backbones"
-    stand_ins.mkdir(parents=True, exist_ok=True)
-    (folder / "backbones").symlink_to(stand_ins, target_is_directory=True)
-    return folder
+    """A store of this module's own, beside the session's smoke stand-ins."""
+    return own_cache(tmp_path_factory)
 
 
 @pytest.fixture
@@ -59,29 +53,18 @@ def smoke_backbones() -> Backbones:
 
 
 def train(model: str, out: Path, cache: Path, *extra: str, wait: bool = True):
-    command = [sys.executable, "-m", "vlbridge", "train", model, "-p", "smoke", "--nproc", "2",
-               *(a for s in SETTINGS for a in ("--set", s)), "--checkpoint-every", "1", "--out", str(out), *extra]
-    env = os.environ | {"VLBRIDGE_CACHE": str(cache), "VLBRIDGE_PROGRESS": "0"}
-    if not wait:
-        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)  # its own process group: torchrun
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout + done.stderr
+    settings = [arg for setting in SETTINGS for arg in ("--set", setting)]
+    return vlbridge_train(model, out, cache, "--nproc", "2", *settings, "--checkpoint-every", "1", *extra, wait=wait)
 
 
 @pytest.fixture(scope="module")
 def style_runs(cache, tmp_path_factory):
     """`vlbridge train esper_style` stopped by SIGTERM (a scheduler's pre-emption) while it trains its
-    esper_grpo prerequisite, then --resume'd: the two runs' output. SIGTERM, not SIGKILL: torchrun starts
-    each worker in a session of its own, so killing torchrun's process group would not stop them."""
+    esper_grpo prerequisite, then --resume'd: the two runs' output."""
     out = tmp_path_factory.mktemp("style")
     running = train("esper_style", out, cache, wait=False)
-    marker = out / "esper_grpo" / "step-000000" / "state.json"
-    deadline = time.time() + 300
-    while not marker.exists() and running.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    os.killpg(running.pid, signal.SIGTERM)
+    wait_for(out / "esper_grpo" / "step-000000" / "state.json", running)
+    running.send_signal(signal.SIGTERM)
     stopped = running.communicate(timeout=120)[0]
     return out, stopped, train("esper_style", out, cache, "--resume")
 

@@ -3,16 +3,14 @@
 checkpoint is skipped with a message; and the chapters load what `vlbridge train` saved. Run through
 the real command (torchrun, two gloo processes) on the smoke profile."""
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+
+from train_runs import kill_all, own_cache, vlbridge_train, wait_for
 
 # model -> (checkpoint every K steps, the checkpoints to stop after: one is drawn)
 RUNS = {"fromage": (2, range(3, 22, 2)), "esper_grpo": (1, range(0, 4))}
@@ -20,20 +18,13 @@ RUNS = {"fromage": (2, range(3, 22, 2)), "esper_grpo": (1, range(0, 4))}
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    """A cache of this module's own: the runs save into the store there, not over the book's."""
-    return tmp_path_factory.mktemp("cache")
+    """A store of this module's own: the runs save there, not over the book's."""
+    return own_cache(tmp_path_factory)
 
 
 def train(model: str, out: Path, cache: Path, *extra: str, wait: bool = True):
-    command = [sys.executable, "-m", "vlbridge", "train", model, "-p", "smoke", "--nproc", "2",
-               "--set", "threads=1", "--checkpoint-every", str(RUNS[model][0]), "--out", str(out), *extra]
-    env = os.environ | {"VLBRIDGE_CACHE": str(cache), "VLBRIDGE_PROGRESS": "0"}
-    if not wait:
-        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)  # its own process group: torchrun and both workers
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout + done.stderr
+    return vlbridge_train(model, out, cache, "--nproc", "2", "--set", "threads=1", "--checkpoint-every",
+                          str(RUNS[model][0]), *extra, wait=wait)
 
 
 def saved_weights(out: Path) -> bytes:
@@ -54,48 +45,6 @@ def uninterrupted(cache, tmp_path_factory):
         return found[model]
 
     return weights
-
-
-def process_tree(pid: int) -> list[int]:
-    """pid and all its descendants (Linux /proc): torchrun starts each worker in a session of its own,
-    so a signal to the launcher's process group does not reach them."""
-    found = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:  # the task ended meanwhile
-            continue
-        for child in children:
-            found += process_tree(int(child))
-    return found
-
-
-def kill_all(running: subprocess.Popen) -> None:
-    """SIGKILL to the launcher, torchrun and every worker at once, as a lost node is; returns when all
-    are gone, so no orphan writes on into the run folder while the resumed run reads it."""
-    tree = process_tree(running.pid)
-    for pid in tree:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    running.wait()
-    for pid in tree[1:]:
-        while running_still(pid):
-            time.sleep(0.01)
-
-
-def running_still(pid: int) -> bool:
-    try:
-        return "(zombie)" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-
-
-def wait_for(path: Path, running: subprocess.Popen, seconds: float = 300) -> None:
-    deadline = time.time() + seconds
-    while not path.exists() and running.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("model", sorted(RUNS))
@@ -154,14 +103,11 @@ def test_the_chapter_loads_what_vlbridge_train_saved(cache, monkeypatch):
     from vlbridge.contracts import Backbones
     from vlbridge.methods.fromage import Fromage
 
-    env = os.environ | {"VLBRIDGE_CACHE": str(cache), "VLBRIDGE_PROGRESS": "0"}
-    done = subprocess.run([sys.executable, "-m", "vlbridge", "train", "fromage", "-p", "smoke"], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
+    output = vlbridge_train("fromage", None, cache)
     monkeypatch.setenv("VLBRIDGE_CACHE", str(cache))
     params = config.merged_parameters("03_grounding", "smoke")
     entry = store.trained("03_grounding", "fromage", "smoke")  # what chapter 6 asks for
-    assert f"saved {entry}" in done.stdout
+    assert f"saved {entry}" in output
 
     def no_training(*args, **kwargs):
         raise AssertionError("the chapter trained instead of loading")

@@ -3,16 +3,12 @@ processes are saved where chapter 5's recipes.obtain loads them, with the model 
 every decision the critic took; a run killed in the middle of a round and resumed ends with the
 weights, and the snapshots, of a run never stopped, bit for bit."""
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+
+from train_runs import kill_all, own_cache, vlbridge_train, wait_for
 
 # A critic that keeps every non-empty rationale (ROUGE-L >= 0), so the kept pool grows and tunes; rounds
 # of 20 steps, long enough to be killed in.
@@ -22,28 +18,14 @@ SNAPSHOT = "snapshots/step-20"  # the model after round 1 of smoke's 2 (20 tunin
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    """A cache of this module's own (the runs save into the store there), with the session's smoke
-    stand-ins, built once for every test rather than again by each run here."""
-    from vlbridge import backbones
-    from vlbridge.paths import cache_root
-
-    backbones.load_clip("micro-clip-smoke"), backbones.load_lm("micro-lm-smoke")
-    own = tmp_path_factory.mktemp("cache")
-    shutil.copytree(cache_root() / "backbones", own / "backbones")
-    return own
+    """A store of this module's own (the runs save there), beside the session's smoke stand-ins."""
+    return own_cache(tmp_path_factory)
 
 
 def train(model: str, out: Path, cache: Path, *extra: str, nproc: int = 2, wait: bool = True):
     settings = [arg for key, value in SETTINGS.items() for arg in ("--set", f"{key}={value}")]
-    command = [sys.executable, "-m", "vlbridge", "train", model, "-p", "smoke", "--nproc", str(nproc), *settings,
-               "--checkpoint-every", "1", "--out", str(out), *extra]
-    env = os.environ | {"VLBRIDGE_CACHE": str(cache), "VLBRIDGE_PROGRESS": "0"}
-    if not wait:
-        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)  # its own process group: torchrun and both workers
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout + done.stderr
+    return vlbridge_train(model, out, cache, "--nproc", str(nproc), *settings, "--checkpoint-every", "1", *extra,
+                          wait=wait)
 
 
 def saved(out: Path) -> dict:
@@ -120,11 +102,8 @@ def test_a_run_killed_within_a_round_resumes_to_the_uninterrupted_weights(whole,
     cut = tmp_path / "cut"
     marker = cut / "round-2" / "step-000003" / "state.json"  # round 2 judged, 4 of its 20 steps taken
     running = train("illume", cut, cache, wait=False)
-    deadline = time.time() + 300
-    while not marker.exists() and running.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    os.killpg(running.pid, signal.SIGKILL)
-    running.wait()
+    wait_for(marker, running)
+    kill_all(running)
     assert marker.exists(), f"the run ended before round 2's step 3: {running.stdout.read()}"
     assert not (cut / "train.json").exists(), "killed after it finished: the test proves nothing"
 
