@@ -4,16 +4,11 @@ pieces), each saved into a temporary folder and plugged in with `--set lm_model=
 
     .venv/bin/python tools/foreign_lms.py                  # every layout, chapters 03 04 05
     .venv/bin/python tools/foreign_lms.py --arch phi --chapters 04
-    .venv/bin/python tools/foreign_lms.py --patch-04       # chapter 4 from a patched copy (below)
 
 Each chapter runs on its own (`vlbridge run NN --profile smoke ... --out TMP`), one after another,
 so one failure does not hide the next; caches and results go to a temporary folder (VLBRIDGE_CACHE,
 --out), never to the user's cache or results/. Prints, per layout and chapter, "ran to the end" or
 the failing cell and its error; exits 1 if any failed.
-
---patch-04 runs a copy of the book (VLBRIDGE_ROOT) whose chapter 4 prints its ratios of F1 scores
-through vlbridge.eval.ratio (nan for a score of 0) instead of dividing: the fix proposed for the
-ZeroDivisionError there, tried without editing book/04_reward_rl.py.
 """
 from __future__ import annotations
 
@@ -31,27 +26,6 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from tiny_models import FOREIGN_LMS, microworld_texts, save_foreign_lm  # noqa: E402
 
-# The proposed chapter-4 fix, as (original, replacement) pairs; each must occur exactly once.
-PATCH_04 = [
-    ("from vlbridge.eval import grounded_scores\n", "from vlbridge.eval import grounded_scores, ratio\n"),
-    ("{grpo_scores['f1'] / supervised_scores['f1']:.3f}", "{ratio(grpo_scores['f1'], supervised_scores['f1']):.3f}"),
-    ("({styled_f1 / grpo_scores['f1']:.3f} of", "({ratio(styled_f1, grpo_scores['f1']):.3f} of"),
-]
-
-
-def patched_book(root: Path) -> Path:
-    """A copy of book/ and params/ under `root`, with PATCH_04 applied to its chapter 4."""
-    for folder in ("book", "params"):
-        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
-    chapter = root / "book" / "04_reward_rl.py"
-    text = chapter.read_text()
-    for old, new in PATCH_04:
-        if text.count(old) != 1:
-            raise SystemExit(f"--patch-04: {old!r} occurs {text.count(old)} times in book/04_reward_rl.py, not once")
-        text = text.replace(old, new)
-    chapter.write_text(text)
-    return root
-
 
 def failure(output: str) -> str:
     """The runner's one-line account of a failed chapter ('chapter ... failed in cell N (...): Error: ...'),
@@ -65,7 +39,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", nargs="+", choices=FOREIGN_LMS, default=list(FOREIGN_LMS))
     parser.add_argument("--chapters", nargs="+", default=["03", "04", "05"])
-    parser.add_argument("--patch-04", action="store_true", help="run chapter 4 from a patched copy (see above)")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per chapter run")
     args = parser.parse_args()
@@ -73,9 +46,7 @@ def main() -> int:
     work = args.keep or Path(tempfile.mkdtemp(prefix="vlbridge-foreign-lms-"))
     work.mkdir(parents=True, exist_ok=True)
     env = os.environ | {"VLBRIDGE_CACHE": str(work / "cache"), "VLBRIDGE_PROGRESS": "0"}
-    if args.patch_04:
-        env["VLBRIDGE_ROOT"] = str(patched_book(work / "project"))
-    print(f"working in {work}" + (" (chapter 4 patched)" if args.patch_04 else ""), flush=True)
+    print(f"working in {work}", flush=True)
     texts = microworld_texts()
     results, failed = [], False
     try:
