@@ -491,6 +491,7 @@ def _stored_or_trained(name: str, params: dict, backbones: Backbones, run: Run, 
         say(f"{name}: training it ({trained_by})")
     model, record, entry = train_and_save(name, params, backbones, run, {"trained_by": trained_by}, data)
     check_replicated([p for p in model.parameters() if p.requires_grad], run.ranks, f"{name}'s trained weights")
+    # Rank 0 returns the record as saved (its JSON types, the store's fields), as a later load would.
     return model, (store.read_record(entry) if entry else record)
 
 
