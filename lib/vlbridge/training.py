@@ -29,12 +29,14 @@ class Run:
             self.checkpoints.after_step(step, last, model, optimizer, shared, own, log)
 
 
-def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
+def adamw(params, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
+    """AdamW that decays matrices only; betas (0.9, 0.95) are FROMAGe's and the book's (a paper
+    profile may name its official code's)."""
     params = [p for p in params if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]  # matrices decay; biases, norms and scales do not
     rest = [p for p in params if p.ndim < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                             lr=lr, betas=(0.9, 0.95))
+                             lr=lr, betas=tuple(betas))
 
 
 def warmup_cosine(step: int, total: int, warmup: int) -> float:
@@ -51,11 +53,12 @@ def set_schedule(optimizer, base: list[float], scale: float) -> None:
         group["lr"] = lr * scale
 
 
-def optimizer_step(optimizer, loss: torch.Tensor, groups: list, clip_grad: float, where: str,
+def optimizer_step(optimizer, loss: torch.Tensor, groups: list, clip_grad: float | None, where: str,
                    ranks: Group = SINGLE) -> None:
     """One step on `loss` (this rank's share of it: see distributed): stop on a loss that is not
     finite on any rank (the model is left as before the step), backward, sum the gradients over
-    ranks, clip each group of parameters to norm `clip_grad`, step; stop on a step that diverged."""
+    ranks, clip each group of parameters to norm `clip_grad` (None: no clipping), step; stop on a
+    step that diverged."""
     if ranks.any(not torch.isfinite(loss).item()):
         raise FloatingPointError(f"{where}: the loss became {ranks.sum(loss).item()}; training stopped; "
                                  "lower the learning rate")
@@ -63,7 +66,7 @@ def optimizer_step(optimizer, loss: torch.Tensor, groups: list, clip_grad: float
     loss.backward()
     params = [p for g in optimizer.param_groups for p in g["params"]]
     reduce_gradients(params, ranks)
-    for group in groups:
+    for group in groups if clip_grad is not None else ():
         torch.nn.utils.clip_grad_norm_(group, clip_grad)
     before = [p.detach().clone() for p in params]
     optimizer.step()

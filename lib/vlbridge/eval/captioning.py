@@ -1,14 +1,20 @@
 """Caption metrics from pycocoevalcap (BLEU-1..4, METEOR, ROUGE-L, CIDEr) against reference captions.
 
 Microworld text is already lower-case and space-tokenized, so the PTB tokenizer (a Java program) is
-not needed here. METEOR 1.5 is a Java program too (pycocoevalcap ships its jar): it is computed when
+not needed for it; real captions (COCO, VQA-X) are tokenized as the COCO evaluation does
+(`tokenize=True`). METEOR 1.5 is a Java program too (pycocoevalcap ships its jar): it is computed when
 asked for and a `java` is on PATH; without one, `meteor_unavailable()` says why it is left out.
 """
 from __future__ import annotations
 
+import re
 import shutil
 from functools import lru_cache
 from pathlib import Path
+
+# What the COCO evaluation's PTB tokenization drops (pycocoevalcap's PUNCTUATIONS).
+_PUNCTUATION = {"''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...",
+                ";"}
 
 
 def meteor_unavailable() -> str | None:
@@ -30,15 +36,34 @@ def _meteor_scorer():
     return Meteor()  # one Java process for the session: it takes seconds to start and load its tables
 
 
-def caption_scores(candidates: list[str], references: list[list[str]], meteor: bool = False) -> dict[str, float]:
+def ptb_tokenize(texts: list[str]) -> list[str]:
+    """Lower-cased PTB tokens without punctuation, as the COCO caption evaluation scores text: by
+    pycocoevalcap's Stanford PTBTokenizer where `java` runs, else by a Python approximation (words,
+    clitics and punctuation split apart; it differs from PTB only on rare symbols)."""
+    if shutil.which("java") is not None:
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+        tokenized = PTBTokenizer().tokenize({i: [{"caption": t}] for i, t in enumerate(texts)})
+        return [tokenized[i][0] for i in range(len(texts))]
+    words = (re.findall(r"'\w+|\w+|[^\w\s]+", t.lower()) for t in texts)
+    return [" ".join(w for w in ws if w not in _PUNCTUATION) for ws in words]
+
+
+def caption_scores(candidates: list[str], references: list[list[str]], meteor: bool = False,
+                   tokenize: bool = False) -> dict[str, float]:
     """Corpus BLEU-1..4, CIDEr and ROUGE-L of one candidate per item against its references; with
-    meteor=True also METEOR, if it can run here (see meteor_unavailable)."""
+    meteor=True also METEOR, if it can run here (see meteor_unavailable). tokenize=True first
+    tokenizes every text as the COCO evaluation does (ptb_tokenize): for real captions."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
     if len(candidates) != len(references) or not candidates:
         raise ValueError(f"need one list of references per candidate, got {len(candidates)} and {len(references)}")
+    if tokenize:
+        flat = ptb_tokenize([*candidates, *(r for refs in references for r in refs)])
+        candidates, rest = flat[:len(candidates)], iter(flat[len(candidates):])
+        references = [[next(rest) for _ in refs] for refs in references]
     res = {i: [" ".join(c.split())] for i, c in enumerate(candidates)}
     gts = {i: [" ".join(r.split()) for r in refs] for i, refs in enumerate(references)}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
