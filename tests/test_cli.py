@@ -116,3 +116,30 @@ def test_export_rejects_bad_numbers(args, message, tmp_path, capsys):
         main(["export", "coco", "--out", str(tmp_path), *args])
     assert info.value.code == 2 and message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_provenance_names_the_changed_sources_and_ignores_published_results(tmp_path, monkeypatch):
+    """A clean clone that has just published results is not dirty (results are what runs write); an
+    edited or new source file makes it dirty and is named."""
+    from vlbridge.book import runner
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    for name in ("lib/vlbridge/a.py", "book/01_x.py", "results/default/01_x/metrics.json", "README.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("0\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    monkeypatch.setattr(runner, "repo_root", lambda: tmp_path)
+    (tmp_path / "results/default/01_x/metrics.json").write_text("1\n")
+    (tmp_path / "results/default/02_y").mkdir(parents=True)
+    (tmp_path / "results/default/02_y/run.json").write_text("{}\n")
+    (tmp_path / "README.md").write_text("notes\n")  # not a source of results either
+    record = runner.run_record("01_x", "default", {}, 0.0, 1.0)
+    assert (record["git_dirty"], record["git_changed"]) == (False, [])
+    (tmp_path / "lib/vlbridge/a.py").write_text("1\n")
+    (tmp_path / "book/02_y.py").write_text("new\n")
+    record = runner.run_record("01_x", "default", {}, 0.0, 1.0)
+    assert (record["git_dirty"], record["git_changed"]) == (True, ["book/02_y.py", "lib/vlbridge/a.py"])

@@ -51,7 +51,18 @@ def _git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=repo_root(), capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
+    return out.stdout.rstrip() if out.returncode == 0 else ""  # (not lstrip: porcelain lines start with a space)
+
+
+# What decides a result; results/ is what runs write, so a tree whose only changes are published
+# results is clean.
+SOURCE_PATHS = ("lib", "book", "params", "pyproject.toml")
+
+
+def changed_sources() -> list[str]:
+    """The source files (SOURCE_PATHS) that differ from the commit: changed, added or untracked."""
+    lines = _git("status", "--porcelain", "--untracked-files=all", "--", *SOURCE_PATHS).splitlines()
+    return sorted(line[3:].split(" -> ")[-1] for line in lines if line.strip())
 
 
 def _versions() -> dict[str, str]:
@@ -75,12 +86,14 @@ def _cpu() -> str:
 
 
 def run_record(chapter: str, profile: str, params: dict, started: float, duration: float) -> dict:
+    changed = changed_sources()
     return {
         "chapter": chapter,
         "profile": profile,
         "params": params,
         "git_sha": _git("rev-parse", "HEAD") or "unknown",
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "git_dirty": bool(changed),
+        "git_changed": changed,  # what a dirty run's result also depends on
         "versions": _versions(),
         "device": params.get("device", "cpu"),
         "threads": params.get("threads"),
