@@ -165,11 +165,14 @@ print("\nkinds over", len(check), "items:", ", ".join(f"{k} {kinds[k]}" for k in
 # Every scene also sounds. Shape is pitch, size is loudness, left/right is the stereo pan, and
 # top/middle/bottom is *when* the tone plays (first, second or last third of half a second).
 # **Colour is silent.** ESPER captions audio zero-shot (chapter 4); here the sound can carry shape,
-# size and position, never colour. Below: a waveform and its log-mel spectrograms
-# (`transformers.audio_utils`), and a check that recolouring every object leaves the sound unchanged.
+# size and position, never colour. Below: each channel's waveform and log-mel spectrogram
+# (`transformers.audio_utils`), with the three slices of time marked, and a check that recolouring
+# every object leaves the sound unchanged.
 
 # %%
-scene = world.sample_scene(seed + 2)
+# a scene whose objects differ in row and in column, so that both timing and pan show
+scene = next(s for s in world.scenes(seed + 2, 100) if len({o.row for o in s.objects}) > 1
+             and len({o.col for o in s.objects}) > 1)
 wave = world.render_sound(scene)
 mel = world.log_mel(wave)
 print("objects:", "; ".join(f"{o.size} {o.colour} {o.shape} at the {o.position}" for o in scene.objects))
@@ -178,7 +181,8 @@ print(f"waveform {wave.shape[0]} channels x {wave.shape[1]} samples at {world.SA
 recoloured = scene.with_objects([replace(o, colour="white") for o in scene.objects])
 difference = np.abs(world.render_sound(recoloured) - wave).max()
 print(f"max |difference| after recolouring every object white: {difference:.1f}")
-fig = ch.figure(sound_figure(wave, mel, world.SAMPLE_RATE), "sound")
+fig = ch.figure(sound_figure(wave, mel, world.SAMPLE_RATE, segments=("top row", "middle row", "bottom row")),
+                "sound")
 plt.show()
 
 # %% [markdown]

@@ -135,8 +135,8 @@ strips = []
 for q in queries:
     top = (clip.encode_texts([q]) @ image_emb.T)[0].topk(4).indices.tolist()
     strips += [np.asarray(world.render(held_out[k], clip.image_size)).repeat(3, 0).repeat(3, 1) for k in top]
-fig = ch.figure(image_grid(strips, [f"{q[:40]} #{r + 1}" for q in queries for r in range(4)], cols=4, wrap=30,
-                           cell=1.9), "clip_retrieval")
+labels = [f"{q} → #1" if r == 0 else f"#{r + 1}" for q in queries for r in range(4)]  # the whole query, once
+fig = ch.figure(image_grid(strips, labels, cols=4, wrap=30, cell=1.9), "clip_retrieval")
 plt.show()
 
 # %% [markdown]

@@ -20,9 +20,9 @@ def image_grid(images, captions=None, cols: int = 4, wrap: int = 28, cell: float
         if i >= n:
             continue
         ax.imshow(np.asarray(images[i]), interpolation="nearest")
-        if captions:
-            ax.set_title("\n".join(textwrap.wrap(captions[i], wrap)), fontsize=7.5, loc="left", y=-0.02 - 0.075 * lines,
-                         pad=0)
+        if captions:  # hung from the image's bottom edge, so every caption starts at the same height
+            ax.text(0, -0.03, "\n".join(textwrap.wrap(captions[i], wrap)), fontsize=7.5, ha="left", va="top",
+                    transform=ax.transAxes)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -54,20 +54,31 @@ def curves(series: dict[str, list[float]], xlabel: str = "step", ylabel: str = "
     return ax.figure
 
 
-def sound_figure(wave: np.ndarray, log_mel: np.ndarray, sample_rate: int, title: str | None = None):
-    """A stereo waveform above its per-channel log-mel spectrograms."""
-    fig, axes = plt.subplots(3, 1, figsize=(6, 5), gridspec_kw={"height_ratios": [1, 1.2, 1.2]})
+def sound_figure(wave: np.ndarray, log_mel: np.ndarray, sample_rate: int, title: str | None = None,
+                 segments: tuple[str, ...] = ()):
+    """Each channel's waveform above its log-mel spectrogram, on one time axis (so a pan shows as
+    one channel louder than the other); `segments` names equal slices of time, marked on every panel
+    (the microworld plays the top, middle and bottom rows one after another)."""
+    fig, axes = plt.subplots(4, 1, figsize=(6, 6.4), sharex=True, gridspec_kw={"height_ratios": [1, 1.2, 1, 1.2]})
     t = np.arange(wave.shape[1]) / sample_rate
+    peak = max(float(np.abs(wave).max()), 1e-6)
     for channel, name in enumerate(("left", "right")):
-        axes[0].plot(t, wave[channel], lw=0.5, label=name)
-        axes[channel + 1].imshow(log_mel[channel], origin="lower", aspect="auto", cmap="magma",
-                                 extent=[0, t[-1], 0, log_mel.shape[1]])
-        axes[channel + 1].set_ylabel(f"{name}\nmel bin")
-    axes[0].set_ylabel("amplitude")
-    axes[0].legend(fontsize=7, loc="upper right")
+        top, below = axes[2 * channel], axes[2 * channel + 1]
+        top.plot(t, wave[channel], lw=0.5, color=f"C{channel}")
+        top.set_ylim(-1.05 * peak, 1.05 * peak)  # one scale for both channels: louder is taller
+        top.set_ylabel(f"{name}\namplitude")
+        below.imshow(log_mel[channel], origin="lower", aspect="auto", cmap="magma",
+                     extent=[0, t[-1], 0, log_mel.shape[1]])
+        below.set_ylabel(f"{name}\nmel bin")
+    for i, label in enumerate(segments):
+        for ax in axes:
+            if i:
+                ax.axvline(t[-1] * i / len(segments), color="grey", lw=0.8, ls=":")
+        axes[0].text(t[-1] * (i + 0.5) / len(segments), 1.02, label, transform=axes[0].get_xaxis_transform(),
+                     ha="center", va="bottom", fontsize=8)
     axes[-1].set_xlabel("seconds")
     if title:
-        axes[0].set_title(title, fontsize=9)
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 
