@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: install book smoke gpu test unit nbval bench clean
+.PHONY: install book smoke seeds gpu test unit nbval bench clean
 
 install: $(INSTALLED)
 
@@ -28,6 +28,9 @@ book: install  ## run the whole book on the default profile into results/default
 
 smoke: install  ## the whole book in seconds, into results/smoke/
 	$(BIN)/vlbridge run all --profile smoke
+
+seeds: install  ## chapters 3-5 on the default profile with seeds 0, 1, 2: results/seeds/summary.md (~20 min)
+	$(BIN)/vlbridge seeds --profile default
 
 gpu:  ## the whole book on the gpu profile into results/gpu/, with GPU_PYTHON (no .venv)
 	$(GPU_PYTHON) -c 'import torch; assert torch.cuda.is_available(), f"make gpu needs a CUDA torch, found torch {torch.__version__} without a GPU"'
