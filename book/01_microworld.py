@@ -1,11 +1,12 @@
 # %% [markdown]
 # # 1. The microworld
 #
-# **Question.** Three papers taught a frozen language model to see: FROMAGe (Koh, Salakhutdinov &
-# Fried, ICML 2023) with paired captions, ESPER (Yu, Chung et al., 2022) with a reward and no pairs
-# at all, ILLUME (Brack et al., ICML 2023) with a critic's choices among the model's own
-# explanations. Each used its own backbones, data and metrics, so they cannot be compared. This book
-# runs all three on the same frozen backbones, the same data and the same metrics.
+# **Question.** Three papers taught a frozen language model to see: FROMAGe (<cite>Koh, Salakhutdinov
+# & Fried, ICML 2023</cite>) with paired captions, ESPER (<cite>Yu, Chung et al., 2022</cite>) with a
+# reward and no pairs at all, ILLUME (<cite>Brack et al., ICML 2023</cite>) with a critic's choices
+# among the model's own explanations. Each used its own backbones, data and metrics, so they cannot
+# be compared. This book runs all three on the same frozen backbones, the same data and the same
+# metrics.
 #
 # **Why a microworld.** Nothing can be downloaded where this book is built and tested, and a reader
 # should be able to run all of it on a laptop CPU in minutes. So the default profile replaces
@@ -189,7 +190,7 @@ plt.show()
 # ## The same loaders for the microworld and for real data
 #
 # The world exports itself to the real datasets' formats, and `vlbridge.data` reads them back. The
-# loaders are tested on excerpts of the real files too (COCO captions, CC3M TSV, VisDial 1.0, VQA-X
+# loaders are tested on excerpts of the real files too (COCO captions, CC3M TSV, VisDial v1.0, VQA-X
 # in NLX-GPT's and ILLUME's layouts, ESPER's ESP), so switching to real data is a change of paths.
 
 # %%

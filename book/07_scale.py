@@ -2,7 +2,7 @@
 # # 7. Appendix: training at scale
 #
 # **Question.** Every chapter trains inside one notebook process. The papers did not: FROMAGe trained
-# 18k steps at batch 180 for about a day on a GPU, ESPER and ILLUME on several GPUs. A run that long
+# <cite>18k steps at batch 180 for about a day on a GPU</cite>, ESPER and ILLUME on several GPUs. A run that long
 # needs several processes, and it must survive being stopped. Does the data-parallel trainer that
 # `vlbridge train` runs (README, "Training at scale") train the same bridge as the notebook, and does
 # a stopped run resume exactly?
