@@ -15,7 +15,7 @@ LAYERS = [
     {"backbones", "features"},  # frozen encoders and LMs; what a bridge is shown of an image
     {"audio_encoder", "eval", "critics"},  # a trained encoder; every metric; the critics
     {"methods"},  # FROMAGe, ClipCap, ESPER, ILLUME
-    {"probes", "plots", "critic_panel"},  # what chapters use besides the methods
+    {"probes", "plots", "critic_panel", "testsets"},  # what chapters use besides the methods; the papers' test sets
     {"book"},  # the book's plumbing: config, runs, the CLI, chapters' sessions, the store, the README
     {"__main__", "train"},  # `python -m vlbridge`, `torchrun -m vlbridge.train`
 ]

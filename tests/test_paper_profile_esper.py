@@ -2,22 +2,27 @@
 GPT-2 with GPT-2's tokenizer layout: byte-level BPE, <|endoftext|> as bos, eos and unk, no pad token;
 an open_clip ViT) saved locally in the real formats, and a COCO Karpathy split file with rendered
 microworld images: load both backbones by path, encode Karpathy's training images, train ESPER's PPO
-with the profile's hyperparameters for a few steps, caption."""
+with the profile's hyperparameters (the official code's options on) for a few steps, caption; then
+caption and score a Karpathy test split as chapter 4 does with real data."""
+import math
 
 import pytest
 import torch
 
 from tiny_models import backbone_weights, gpt2_bpe, paper_profile, save_tiny_karpathy, save_tiny_open_clip, tiny_gpt2
 from vlbridge import backbones, bridge, features, world
-from vlbridge.book import config
+from vlbridge.book import config, recipes
 from vlbridge.contracts import Backbones
 from vlbridge.data import load_karpathy, open_image
 from vlbridge.features import karpathy_features
 from vlbridge.methods.esper import Esper, EsperConfig
 from vlbridge.methods.prefix import STOP, PrefixCaptioner, PrefixConfig
+from vlbridge.testsets.karpathy import evaluate_karpathy_test
 
 SPLITS = ["train", "restval", "train", "val", "restval", "test", "train", "restval"]  # 6 training images
 TRAIN = 6
+TEST_SPLITS = ["test", "val", "test", "train", "test", "test"]  # 4 test images among others
+TEST = 4
 CLIP_DIM = 16
 
 
@@ -34,6 +39,7 @@ def local(tmp_path_factory):
     tokenizer.save_pretrained(root / "gpt2")
     save_tiny_open_clip(root / "clip", embed_dim=CLIP_DIM, image_size=32)
     save_tiny_karpathy(root / "coco", SPLITS)
+    save_tiny_karpathy(root / "coco-test", TEST_SPLITS, start=300)  # other scenes than the training ones
     return root
 
 
@@ -45,7 +51,11 @@ def test_the_profile_holds_the_papers_values():
     section = profile["04_reward_rl"]
     paper = {"image_input": "embedding", "prefix_tokens": 10, "max_new_tokens": 20, "episodes": 128,
              "temperature": 0.7, "kl_coef": 0.15, "contrastive_reward": False, "reward_scale": 50.0,
-             "reward_shift": 0.2, "lr": 1e-5,
+             "reward_shift": 0.2, "lr": 1e-5, "test_images": 5000,
+             # the official code's choices (train/code/: policy.py:109-112, esper.yml:21-23, lightning.py:1140-1142)
+             "exact_length": True, "logprobs_at_unit_temperature": True, "entropy_reward_coef": 0.1,
+             "entropy_reward_threshold": 70.0, "entropy_reward_bias": 3.0, "weight_decay": 0.01,
+             "adam_beta2": 0.999, "clip_gradients": False,
              "warmup_steps": 100, "epochs": 4, "minibatches": 16, "clip_range": 0.2, "gae_gamma": 1.0,
              "gae_lambda": 0.95, "train_scenes": 113287}
     assert {k: section[k] for k in paper} == paper
@@ -60,6 +70,22 @@ def test_the_profile_validates_against_chapter_04():
     merged = config.merged_parameters("04_reward_rl", "paper-esper")
     expected = paper_profile("paper-esper")["common"] | paper_profile("paper-esper")["04_reward_rl"]
     assert {k: merged[k] for k in expected} == expected
+
+
+def test_the_profile_turns_on_the_official_training_and_the_book_keeps_its_own():
+    """recipes.esper_config carries each option to EsperConfig: on in the paper profile, and at the
+    book's behaviour (T log-probs, stop at a sentence end, no entropy reward, AdamW (0.9, 0.95)
+    without decay, clipping at 1) by default."""
+    if "04_reward_rl" not in config.chapters():
+        pytest.skip("book/04_reward_rl.py does not exist yet")
+    paper = recipes.esper_config(config.merged_parameters("04_reward_rl", "paper-esper"), "ppo")
+    assert (paper.temperature, paper.logprob_temperature, paper.exact_length) == (0.7, 1.0, True)
+    assert (paper.entropy_reward_coef, paper.entropy_reward_threshold, paper.entropy_reward_bias) == (0.1, 70.0, 3.0)
+    assert (paper.weight_decay, paper.betas, paper.clip_grad) == (0.01, (0.9, 0.999), None)
+    book = recipes.esper_config(config.merged_parameters("04_reward_rl", "default"), "ppo")
+    assert (book.logprob_temperature, book.exact_length, book.entropy_reward_coef, book.entropy_reward_bias) == (
+        None, False, 0.0, 0.0)
+    assert (book.weight_decay, book.betas, book.clip_grad) == (0.0, (0.9, 0.95), 1.0)
 
 
 def test_gpt2_without_a_pad_token_loads_for_batching(local):
@@ -113,20 +139,16 @@ def test_paper_path_end_to_end(local, tmp_path):
     captioner = PrefixCaptioner(lm, PrefixConfig(
         encoder=f"{common['clip_model']}:{section['image_input']}", feature_dim=feats.shape[1],
         prefix_tokens=section["prefix_tokens"], max_new_tokens=section["max_new_tokens"]))
-    paper = dict(temperature=section["temperature"], kl_coef=section["kl_coef"], lr=section["lr"],
-                 contrastive=section["contrastive_reward"], reward_scale=section["reward_scale"],
-                 reward_shift=section["reward_shift"],
-                 epochs=section["epochs"], clip_range=section["clip_range"], gamma=section["gae_gamma"],
-                 lam=section["gae_lambda"])
-    model = Esper(captioner, clip, EsperConfig(algorithm="ppo", steps=2, batch_size=4, samples=1, minibatches=2,
-                                               warmup_steps=1, **paper))
+    paper = recipes.esper_config(config.merged_parameters("04_reward_rl", "paper-esper"), "ppo")
+    model = Esper(captioner, clip, EsperConfig(**(vars(paper) | dict(steps=2, batch_size=4, minibatches=2,
+                                                                     warmup_steps=1))))
     frozen = {k: v.clone() for k, v in backbone_weights(lm, clip).items()}
     mapper = {k: v.clone() for k, v in captioner.mapper.state_dict().items()}
     log = model.fit(feats, feats[:, :clip.embed_dim])
 
     assert all(len(log[k]) == 2 and all(map(torch.isfinite, torch.tensor(log[k]))) for k in
                ("reward", "kl", "length", "policy", "value", "total"))
-    assert all(1 <= n <= section["max_new_tokens"] for n in log["length"])
+    assert log["length"] == [section["max_new_tokens"]] * 2  # exact_length: every caption 20 tokens
     after = backbone_weights(lm, clip)
     assert all(torch.equal(frozen[k], after[k]) for k in frozen)
     assert all(p.grad is None for p in [*lm.model.parameters(), *clip.model.parameters()])
@@ -137,3 +159,46 @@ def test_paper_path_end_to_end(local, tmp_path):
     assert len(written) == 3 and all(isinstance(c, str) for c in written)
     captioner.save(tmp_path / "mapper")
     assert PrefixCaptioner.load(tmp_path / "mapper", Backbones(clip, lm)).caption(feats[:3]) == written
+
+
+def test_the_karpathy_test_split_is_captioned_and_scored_end_to_end(local, capsys):
+    """Chapter 4's last section with real data: every model captions each Karpathy test image (and
+    only those), greedily, and is scored against the image's five references."""
+    profile = paper_profile("paper-esper")
+    section = profile["04_reward_rl"]
+    lm = backbones.load_lm(str(local / "gpt2"))
+    clip = backbones.load_clip(f"local-dir:{local / 'clip'}")
+    captioners = {}
+    for seed, name in enumerate(("ClipCap", "ESPER-GRPO", "ESPER-PPO")):  # three different mappers
+        torch.manual_seed(seed)
+        captioners[name] = PrefixCaptioner(lm, PrefixConfig(
+            encoder=f"{profile['common']['clip_model']}:{section['image_input']}", feature_dim=CLIP_DIM,
+            prefix_tokens=section["prefix_tokens"], max_new_tokens=section["max_new_tokens"]))
+    json_path, images = local / "coco-test" / "dataset_coco.json", local / "coco-test" / "images"
+    result = evaluate_karpathy_test(captioners, clip, json_path, images, section["image_input"], section["test_images"])
+
+    assert [r.split for r in result.records] == ["test"] * TEST
+    assert [r.cocoid for r in result.records] == [300, 302, 304, 305]  # the test entries, in file order
+    assert all(len(r.captions) == 5 for r in result.records)
+    assert set(result.captions) == set(result.scores) == set(captioners)
+    for name, captions in result.captions.items():
+        features = features_of(result.records, clip, section["image_input"])
+        assert captions == captioners[name].caption(features)  # greedy, after the chapter's prompt
+        scores = result.scores[name]
+        assert set(scores) == {"bleu4", "meteor", "cider", "clipscore"}  # java is installed: METEOR runs
+        assert all(math.isfinite(v) for v in scores.values())
+        assert 0 <= scores["bleu4"] <= 1 and 0 <= scores["meteor"] <= 1 and 0 <= scores["cider"] <= 10
+        assert 0 <= scores["clipscore"] <= 2.5
+    table = capsys.readouterr().out
+    assert f"COCO Karpathy test, {TEST} images" in table
+    assert table.count("the paper reports") == 2  # ClipCap's and ESPER-PPO's rows; GRPO is the book's own
+    assert "ESPER (Yu, Chung et al., arXiv 2205.12630)" in table and "ClipCap (Mokady et al. 2021" in table
+
+    fewer = evaluate_karpathy_test({"ClipCap": captioners["ClipCap"]}, clip, json_path, images,
+                                   section["image_input"], 2)
+    assert [r.cocoid for r in fewer.records] == [300, 302]
+    assert fewer.captions["ClipCap"] == result.captions["ClipCap"][:2]
+
+
+def features_of(records, clip, image_input):
+    return features.image_features(clip, [open_image(r.image_path) for r in records], image_input)

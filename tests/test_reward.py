@@ -4,16 +4,18 @@ import pytest
 import torch
 
 import vlbridge.methods.esper as reward
-from vlbridge import backbones, bridge, world
+from vlbridge import backbones, bridge, training, world
 from vlbridge.methods.esper import (
     Esper,
     EsperConfig,
     clip_reward,
     clipped_policy_loss,
     clipped_value_loss,
+    entropy_reward,
     gae,
     group_advantages,
     kl_per_token,
+    masked_mean,
     whiten,
 )
 from vlbridge.methods.prefix import PLAIN_PROMPT, PrefixCaptioner, PrefixConfig
@@ -281,3 +283,99 @@ def test_training_moves_only_the_mapper_and_leaves_the_backbones_bit_identical(l
         assert model.value is None and "value" not in log
     assert log["steps"] == 2 and len(log["reward"]) == 2
     assert all(1 <= n <= 4 for n in log["length"])  # PrefixConfig(max_new_tokens=4)
+
+
+# ---------------------------------------------------------------------------- the official code's options
+def test_entropy_reward_by_hand():
+    # Two captions, of 2 and 4 tokens (padded to 4), the text-only LM's log-probabilities of their tokens.
+    ref_logp = torch.tensor([[-1.0, -9.0, 0.0, 0.0], [-2.0, -0.5, -4.0, -3.0]])
+    mask = torch.tensor([[1.0, 1, 0, 0], [1, 1, 1, 1]])
+    got = entropy_reward(ref_logp, mask, coef=0.1, threshold=10.0, bias=3.0)
+    # Row 0, m = 2: a token is free up to 10 / 2 = 5 nats; 9 is 4 over: [3/2, 3/2 - 0.4], 0 on the padding.
+    # Row 1, m = 4: free up to 2.5 nats; 4 is 1.5 over, 3 is 0.5 over: 3/4 less [0, 0, 0.15, 0.05].
+    assert torch.allclose(got, torch.tensor([[1.5, 1.1, 0.0, 0.0], [0.75, 0.75, 0.6, 0.7]]), atol=1e-6)
+    assert torch.equal(entropy_reward(ref_logp, mask, 0.0, 10.0, 0.0), torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("logprob_temperature, expected", [(None, 0.7), (1.0, 1.0)])
+def test_the_ratio_and_the_kl_use_the_logprob_temperature(lm, clip, scenes_and_embeddings, logprob_temperature,
+                                                          expected):
+    """The official code samples at 0.7 but scores the samples, in the PPO ratio and in the KL, at
+    temperature 1 (train/code/policy.py:111-112); by default both use the policy's temperature."""
+    _, embeddings = scenes_and_embeddings
+    captioner = captioner_for(lm, clip, max_new_tokens=6)
+    model = Esper(captioner, clip, tiny(temperature=0.7, logprob_temperature=logprob_temperature))
+    features, prompts = embeddings[:4], [PLAIN_PROMPT] * 4
+    roll = model.rollout(features, features, prompts, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logp, _, mask = captioner.continuation(features, prompts, roll["tokens"], expected)
+        ref, _, _ = captioner.continuation(None, prompts, roll["tokens"], expected)
+        other, _, _ = captioner.continuation(features, prompts, roll["tokens"], 1.7 - expected)  # the other one
+    assert torch.allclose(roll["old_logp"], logp, atol=1e-6)
+    assert not torch.allclose(roll["old_logp"], other, atol=1e-3)
+    assert torch.allclose(roll["kl"], kl_per_token(logp, ref, mask).sum(1), atol=1e-5)
+    # Before any step the policy is the one that sampled: each ratio is exactly 1 only if update scores
+    # the tokens at the same temperature, and the clipped loss is then minus the mean advantage.
+    losses = model.update(roll, features, prompts, torch.arange(4))
+    expected_loss = -masked_mean(roll["advantages"], roll["mask"])
+    assert losses["policy"].item() == pytest.approx(expected_loss.item(), abs=1e-6)
+
+
+def test_exact_length_writes_max_new_tokens_without_end_of_text(lm, clip, scenes_and_embeddings):
+    _, embeddings = scenes_and_embeddings
+    captioner = captioner_for(lm, clip, max_new_tokens=6)
+    features, prompts = embeddings.repeat(2, 1), [PLAIN_PROMPT] * 16
+    eos = lm.tokenizer.eos_token_id
+    # Hot samples of the untrained mapper: without the option, captions stop early (a sentence end or
+    # end-of-text), so the test could fail.
+    stopping = captioner.sample(features, prompts, 3.0, torch.Generator().manual_seed(0))
+    assert min(len(t) for t in stopping.tokens) < 6
+    exact = captioner.sample(features, prompts, 3.0, torch.Generator().manual_seed(0), exact_length=True)
+    assert all(len(t) == 6 and eos not in t for t in exact.tokens)
+    # The teacher-forced log-probabilities are those of the distribution sampled from (at T=1, as
+    # generate returns them): end-of-text's share is spread over the other tokens, so each is higher.
+    logp, _, mask = captioner.continuation(features, prompts, exact.tokens, exact_length=True)
+    plain, _, _ = captioner.continuation(features, prompts, exact.tokens)
+    assert torch.allclose(logp, exact.logprobs * mask, atol=1e-5)
+    assert (logp >= plain - 1e-6).all() and (logp > plain + 1e-4).any()
+
+
+def test_esper_passes_its_optimiser_options_to_adamw_and_each_step(lm, clip, scenes_and_embeddings, monkeypatch):
+    _, embeddings = scenes_and_embeddings
+    seen = []
+    monkeypatch.setattr(reward, "adamw", lambda params, lr, decay, betas: seen.append((decay, betas)) or
+                        training.adamw(params, lr, decay, betas))
+    monkeypatch.setattr(reward, "optimizer_step", lambda opt, loss, groups, clip_grad, *a: seen.append(clip_grad) or
+                        training.optimizer_step(opt, loss, groups, clip_grad, *a))
+    Esper(captioner_for(lm, clip), clip, tiny(steps=1)).fit(embeddings, embeddings)
+    assert seen == [(0.0, (0.9, 0.95)), 1.0]  # the book's: no decay, betas (0.9, 0.95), norm clipped to 1
+    seen.clear()
+    official = tiny(steps=1, weight_decay=0.01, betas=(0.9, 0.999), clip_grad=None)
+    Esper(captioner_for(lm, clip), clip, official).fit(embeddings, embeddings)
+    assert seen == [(0.01, (0.9, 0.999)), None]  # torch's AdamW defaults, no clipping (lightning.py:1139-1142)
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
+def test_the_entropy_reward_enters_the_returns_only_when_set(lm, clip, scenes_and_embeddings, algorithm):
+    _, embeddings = scenes_and_embeddings
+    features, prompts = embeddings[:4], [PLAIN_PROMPT] * 4
+    rolls = {}
+    for name, changes in (("off", {}), ("on", {"entropy_reward_coef": 0.1, "entropy_reward_threshold": 8.0,
+                                                 "entropy_reward_bias": 3.0})):
+        torch.manual_seed(0)  # the same value head
+        model = Esper(captioner_for(lm, clip), clip, tiny(algorithm, samples=2, **changes))
+        rolls[name] = model.rollout(features, features, prompts, torch.Generator().manual_seed(0))
+    off, on = rolls["off"], rolls["on"]
+    assert off["tokens"] == on["tokens"]  # the same captions: the reward does not change the sampling
+    ref, _, mask = model.continuation(None, prompts, on["tokens"])
+    bonus = entropy_reward(ref, mask, 0.1, 8.0, 3.0)
+    if algorithm == "grpo":
+        assert torch.equal(off["returns"], off["reward"] - 0.02 * off["kl"])  # the book's return, untouched
+        assert torch.allclose(on["returns"], off["returns"] + bonus.sum(1), atol=1e-5)
+    else:  # GAE's returns with gamma 1 and lambda < 1 mix in values; the first return's lambda=1 part is testable
+        assert not torch.allclose(on["returns"], off["returns"])
+        with torch.no_grad():
+            values = model.value(model.captioner.continuation(features, prompts, on["tokens"])[1])[..., 0] * mask
+        rewards = -0.02 * kl_per_token(on["old_logp"], ref, mask) + bonus
+        rewards[torch.arange(4), mask.sum(1).long() - 1] += on["reward"]
+        assert torch.allclose(on["returns"], gae(rewards, values, mask, 1.0, 0.95)[1], atol=1e-5)

@@ -370,10 +370,11 @@ def stop_token_ids(tokenizer, stop) -> set[int]:
 @torch.no_grad()
 def generate(lm, batch: Batch, max_new_tokens: int, temperature: float = 0.0, stop: tuple = (".",),
              extra: ExtraTokens | None = None, generator: torch.Generator | None = None,
-             exact: bool = False) -> Generation:
+             exact: bool = False, banned: tuple[int, ...] = ()) -> Generation:
     """Continue a left-padded batch with the KV cache: greedy (temperature 0) or sampling, until a
     `stop` token (a token string or an id, <eos> always) or `max_new_tokens`. With `extra`, its
-    tokens ([RET]) can be generated too, and are fed back as their own embeddings.
+    tokens ([RET]) can be generated too, and are fed back as their own embeddings. `banned` token
+    ids are never written: their probability is 0 (in the log-probabilities returned too).
     The LM's context caps the tokens written: a prompt of W positions leaves room for
     context - W + 1 (the last token is never fed back, so it needs no position); exact=True raises
     when max_new_tokens does not fit instead."""
@@ -403,6 +404,8 @@ def generate(lm, batch: Batch, max_new_tokens: int, temperature: float = 0.0, st
         logits = out.logits[:, -1].float()
         if extra is not None:
             logits = torch.cat([logits, extra.logits(hidden).float()], -1)
+        if banned:
+            logits = logits.index_fill(-1, torch.tensor(banned, device=logits.device), float("-inf"))
         logp = logits.log_softmax(-1)
         if temperature > 0:
             choice = torch.multinomial((logits / temperature).softmax(-1), 1, generator=generator)[:, 0]

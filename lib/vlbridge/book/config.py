@@ -91,6 +91,7 @@ RANGES: tuple[tuple[str, Range], ...] = (
     ("warmup_steps", Range(0)),  # 0: no warm-up
     ("lora_rank", Range(0)),  # 0: no LoRA adapters
     ("micro_batch", Range(0)),  # 0: no micro-batches (FROMAGe: one LM forward per kind of sequence)
+    ("max_caption_tokens", Range(0)),  # 0: FROMAGe's training captions as they are (the official code cuts at 24)
     ("*grpo_group", Range(2)),  # GRPO compares the captions of one image with each other
     ("image_size", Range(1, 1024)),  # pixels a side; the renderer draws 4x larger first
     ("figure_scale", Range(1, 64)),
@@ -106,6 +107,8 @@ RANGES: tuple[tuple[str, Range], ...] = (
     ("weight_decay", Range(0)), ("kl_coef", Range(0)), ("kl_sweep", Range(0)), ("answer_only_per_rationale", Range(0)),
     ("gae_gamma", FRACTION), ("gae_lambda", FRACTION), ("rouge_threshold", FRACTION),
     ("clip_range", Range(0, 1, open_low=True)),  # PPO's ratio clip: 1 - clip_range must stay >= 0
+    ("adam_beta*", FRACTION), ("entropy_reward_bias", Range()), ("entropy_reward_*", Range(0)),  # ESPER's options
+    ("test_images", COUNT),  # chapter 4: Karpathy test images scored with real data
 )
 
 

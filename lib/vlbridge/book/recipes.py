@@ -83,7 +83,8 @@ def fromage_config(p: dict) -> FromageConfig:
                          retrieval_dim=p["retrieval_dim"], steps=p["steps"], batch_size=p["batch_size"],
                          retrieval_batch_size=p["retrieval_batch_size"], lr=p["lr"],
                          weight_decay=p["weight_decay"], warmup_steps=p["warmup_steps"], seed=p["seed"],
-                         micro_batch=p["micro_batch"] or None)
+                         micro_batch=p["micro_batch"] or None, interleave_per=p["interleave_per"],
+                         tied_ret=p["tied_ret"], max_caption_tokens=p["max_caption_tokens"] or None)
 
 
 def train_fromage(p: dict, backbones: Backbones, run: Run, data: CaptionData | None = None, snapshots=None):
@@ -141,7 +142,13 @@ def esper_config(p: dict, algorithm: str, group: int | None = None, **changes) -
                     contrastive=p["contrastive_reward"], reward_scale=p["reward_scale"],
                     reward_shift=p["reward_shift"], lr=p["lr"], warmup_steps=p["warmup_steps"],
                     epochs=p["epochs"], minibatches=p["minibatches"], clip_range=p["clip_range"],
-                    gamma=p["gae_gamma"], lam=p["gae_lambda"], seed=p["seed"])
+                    gamma=p["gae_gamma"], lam=p["gae_lambda"], seed=p["seed"],
+                    # the official code's choices, each off by default (params/paper-esper.yaml turns them on)
+                    logprob_temperature=1.0 if p["logprobs_at_unit_temperature"] else None,
+                    exact_length=p["exact_length"], entropy_reward_coef=p["entropy_reward_coef"],
+                    entropy_reward_threshold=p["entropy_reward_threshold"],
+                    entropy_reward_bias=p["entropy_reward_bias"], weight_decay=p["weight_decay"],
+                    betas=(0.9, p["adam_beta2"]), clip_grad=1.0 if p["clip_gradients"] else None)
     return EsperConfig(**(settings | changes))
 
 
@@ -272,12 +279,17 @@ def grounding_config(p: dict) -> FromageConfig:
 
 def feedback_config(p: dict) -> illume.FeedbackConfig:
     """The loop's settings (SFT tunes with them too)."""
+    if len(p["adam_betas"]) != 2:
+        raise ValueError(f"adam_betas must be two numbers (beta1, beta2), got {p['adam_betas']!r}")
     return illume.FeedbackConfig(samples=p["samples"], temperatures=tuple(p["temperatures"]),
+                                 samples_per_temperature=p["samples_per_temperature"], prompt=p["prompt"],
                                  max_new_tokens=p["max_new_tokens"], rounds=p["rounds"],
                                  items_per_round=p["items_per_round"], steps_per_round=p["steps_per_round"],
                                  batch_size=p["batch_size"], answer_only_per_rationale=p["answer_only_per_rationale"],
-                                 lr=p["lr"], lora_rank=p["lora_rank"], lora_targets=tuple(p["lora_targets"]),
-                                 seed=p["seed"])
+                                 weight_rationale_loss=p["weight_rationale_loss"], lr=p["lr"],
+                                 weight_decay=p["weight_decay"], betas=tuple(p["adam_betas"]),
+                                 tune_bridge=p["tune_bridge"], lora_rank=p["lora_rank"],
+                                 lora_targets=tuple(p["lora_targets"]), seed=p["seed"])
 
 
 def feedback_critic(p: dict):
@@ -286,7 +298,7 @@ def feedback_critic(p: dict):
     if p["critic"] not in ("world", "rouge"):
         raise ValueError(f"critic must be 'world' or 'rouge', got {p['critic']!r}")
     if p["critic"] == "rouge":
-        return RougeCritic(p["rouge_threshold"])
+        return RougeCritic(p["rouge_threshold"], p["rouge_lowercase"])
     if p["vqax_json"]:
         raise ValueError("the world-truth critic needs microworld scenes; with vqax_json set critic: rouge")
     return WorldCritic()

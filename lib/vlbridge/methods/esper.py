@@ -12,7 +12,11 @@ prefix, same prompt), which keeps the captions fluent. Two optimisers of that sa
 - **GRPO** (Shao et al., DeepSeekMath, 2024): several samples per image; each sample's return (the
   CLIP reward minus its summed KL penalty) is normalised within its group, so no value model is needed.
 
-The policy is softmax(logits / temperature): samples, ratios and the KL all use that distribution.
+By default the policy is softmax(logits / temperature): samples, ratios and the KL all use that
+distribution. The official code's choices are options (EsperConfig): captions sampled at the
+temperature but scored, in the ratio and the KL, under softmax(logits) (logprob_temperature=1); exactly
+max_new_tokens tokens with end-of-text forbidden (exact_length); an entropy reward on the text-only LM's
+surprisal (entropy_reward_*); AdamW's betas, weight decay and no gradient clipping.
 """
 from __future__ import annotations
 
@@ -54,6 +58,14 @@ class EsperConfig:
     value_coef: float = 0.5  # weight of the value loss (PPO)
     prompts: dict = field(default_factory=lambda: {PLAIN_PROMPT: 1.0})  # prompt -> share of rollouts
     seed: int = 0
+    # The official code's choices (JiwanChung/esper e1fd47d, train/code/); each default is the book's.
+    logprob_temperature: float | None = None  # of the log-probs in the ratio and the KL; None: `temperature`
+    exact_length: bool = False  # max_new_tokens tokens, end-of-text forbidden; False: stop at a sentence end
+    entropy_reward_coef: float = 0.0  # the entropy reward (see entropy_reward); coef and bias 0: none
+    entropy_reward_threshold: float = 70.0
+    entropy_reward_bias: float = 0.0
+    betas: tuple = (0.9, 0.95)  # AdamW's
+    clip_grad: float | None = 1.0  # the gradient norm each step is clipped to; None: no clipping
 
 
 # ---------------------------------------------------------------------------- the objective's pieces
@@ -76,6 +88,17 @@ def clip_reward(clip, texts: list[str], embeddings: torch.Tensor, scale: float =
         others = ~(embeddings[:, None] == batch[None]).all(-1)  # GRPO's repeats are exact copies
         shift = shift + (cosines * others).sum(1) / others.sum(1).clamp(min=1)
     return scale * (cosine - shift)
+
+
+def entropy_reward(ref_logp: torch.Tensor, mask: torch.Tensor, coef: float, threshold: float,
+                   bias: float) -> torch.Tensor:
+    """The official run's entropy reward per token [B, L] (train/code/lightning.py:465-472, set by
+    configs/esper.yml:21-23): over a caption of m tokens, bias / m at each token, less coef times the
+    text-only LM's surprisal -log ref(a) beyond threshold / m. It pays `bias` for a caption whose
+    surprisal stays within the threshold everywhere, and charges for text the LM finds unlikely."""
+    length = mask.sum(1, keepdim=True).clamp(min=1)
+    excess = (-ref_logp - threshold / length).clamp(min=0)
+    return (bias / length - coef * excess) * mask
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, total: torch.Tensor | None = None) -> torch.Tensor:
@@ -153,6 +176,9 @@ class Esper(nn.Module):
         if not config.prompts or any(w < 0 for w in config.prompts.values()) or sum(config.prompts.values()) <= 0:
             raise ValueError(f"prompts must map each prompt to a non-negative share, some positive; "
                              f"got {config.prompts}")
+        if config.logprob_temperature is not None and config.logprob_temperature <= 0:
+            raise ValueError(f"logprob_temperature must be > 0 or None (the sampling temperature), "
+                             f"got {config.logprob_temperature}")
         self.config, self.captioner, self.clip = config, captioner, clip
         self.value = nn.Linear(captioner.lm.embed_dim, 1) if config.algorithm == "ppo" else None
         self.to(captioner.device)
@@ -164,25 +190,40 @@ class Esper(nn.Module):
         data-parallel `ranks`, these are rows offset.. of the rollout whose reward targets are `batch`."""
         cfg = self.config
         with torch.no_grad():
-            out = self.captioner.sample(features, prompts, cfg.temperature, rng)
+            out = self.captioner.sample(features, prompts, cfg.temperature, rng, exact_length=cfg.exact_length)
             reward = clip_reward(self.clip, [t.strip() for t in out.texts], targets, cfg.reward_scale, cfg.reward_shift,
                                  cfg.contrastive, batch, offset)
-            logp, states, mask = self.captioner.continuation(features, prompts, out.tokens, cfg.temperature)
-            ref_logp, _, _ = self.captioner.continuation(None, prompts, out.tokens, cfg.temperature)
+            logp, states, mask = self.continuation(features, prompts, out.tokens)
+            ref_logp, _, _ = self.continuation(None, prompts, out.tokens)
             kl = kl_per_token(logp, ref_logp, mask)
+            # Without an entropy reward nothing is added, so the book's sums stay bit-identical.
+            bonus = (entropy_reward(ref_logp, mask, cfg.entropy_reward_coef, cfg.entropy_reward_threshold,
+                                    cfg.entropy_reward_bias)
+                     if cfg.entropy_reward_coef or cfg.entropy_reward_bias else None)
             if self.value is None:
                 returns = reward - cfg.kl_coef * kl.sum(1)
+                if bonus is not None:
+                    returns = returns + bonus.sum(1)
                 advantages = group_advantages(returns, cfg.samples)[:, None] * mask
                 values = None
             else:
                 values = self.value(states)[..., 0] * mask
                 rewards = -cfg.kl_coef * kl
+                if bonus is not None:
+                    rewards = rewards + bonus
                 last = mask.sum(1).long() - 1
                 rewards[torch.arange(len(rewards), device=rewards.device), last] += reward
                 advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
                 advantages = whiten(advantages, mask, ranks)
         return {"texts": out.texts, "tokens": out.tokens, "reward": reward, "kl": kl.sum(1), "mask": mask,
                 "old_logp": logp, "advantages": advantages, "old_values": values, "returns": returns}
+
+    def continuation(self, features: torch.Tensor | None, prompts: list[str], tokens: list[list[int]]):
+        """The captioner's teacher-forced pass at the temperature the ratio and the KL use, under the
+        distribution the captions were sampled from (end-of-text forbidden with exact_length)."""
+        cfg = self.config
+        temperature = cfg.temperature if cfg.logprob_temperature is None else cfg.logprob_temperature
+        return self.captioner.continuation(features, prompts, tokens, temperature, exact_length=cfg.exact_length)
 
     def update(self, roll: dict, features: torch.Tensor, prompts: list[str], rows: torch.Tensor,
                total: torch.Tensor | None = None) -> dict:
@@ -193,8 +234,7 @@ class Esper(nn.Module):
             zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0  # zero gradients, for the sum
             return {"policy": zero, **({"value": zero} if self.value is not None else {}), "total": zero}
         tokens = [roll["tokens"][i] for i in rows.tolist()]
-        logp, states, mask = self.captioner.continuation(features[rows], [prompts[i] for i in rows.tolist()],
-                                                         tokens, cfg.temperature)
+        logp, states, mask = self.continuation(features[rows], [prompts[i] for i in rows.tolist()], tokens)
         width = mask.shape[1]  # a minibatch's longest caption may be shorter than the rollout's
         pick = {k: roll[k][rows][:, :width] for k in ("old_logp", "advantages")}
         losses = {"policy": clipped_policy_loss(logp, pick["old_logp"], pick["advantages"], mask, cfg.clip_range,
@@ -233,7 +273,7 @@ class Esper(nn.Module):
         features, targets = features.to(device), targets.to(device)
         prompt_list = list(cfg.prompts)
         shares = torch.tensor([cfg.prompts[p] for p in prompt_list], dtype=torch.float, device=device)
-        optimizer = adamw(self.parameters(), cfg.lr, cfg.weight_decay)
+        optimizer = adamw(self.parameters(), cfg.lr, cfg.weight_decay, cfg.betas)
         base = [g["lr"] for g in optimizer.param_groups]
         params = [p for p in self.parameters() if p.requires_grad]
         first, log = run.restore(self, optimizer, {"esper-rollouts": rng}, own)
@@ -266,7 +306,7 @@ class Esper(nn.Module):
                     rows = rows[(rows >= lo) & (rows < hi)] - lo
                     total = None if ranks.world == 1 else ranks.sum(roll["mask"][rows].sum())
                     losses = self.update(roll, features[idx[lo:hi]], prompts[lo:hi], rows, total)
-                    optimizer_step(optimizer, losses["total"], [params], 1.0, f"ESPER step {step}", ranks)
+                    optimizer_step(optimizer, losses["total"], [params], cfg.clip_grad, f"ESPER step {step}", ranks)
             entry = {"reward": ranks.mean(roll["reward"]), "kl": ranks.mean(roll["kl"]),
                      "length": ranks.mean(roll["mask"].sum(1)), **{k: ranks.sum(v.detach()) for k, v in losses.items()}}
             for name, value in entry.items():

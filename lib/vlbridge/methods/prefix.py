@@ -7,7 +7,8 @@ ESPER (reward.py) trains it with reinforcement learning and no captions at all; 
 
 A prompt steers the frozen LM towards the kind of text wanted: PLAIN_PROMPT for a plain caption, or
 a style prompt ("news :", world.style_prompt) for a styled one. The caption is what the LM writes
-after it, until a STOP word.
+after it, until a STOP word; or, with exact_length (ESPER's official code), exactly max_new_tokens
+tokens with end-of-text forbidden.
 """
 from __future__ import annotations
 
@@ -66,15 +67,25 @@ class PrefixCaptioner(checkpoint.Trained, nn.Module):
             raise ValueError(f"{len(prefixes)} feature rows but {len(prompts)} prompts")
         return [[Embeds(x, tag="prefix"), *([Text(p)] if p else [])] for x, p in zip(prefixes, prompts)]
 
+    def end_of_text(self) -> tuple[int, ...]:
+        """The token id exact_length forbids (train/code/policy.py:109-110 sets its logit to -inf)."""
+        eos = self.lm.tokenizer.eos_token_id
+        if eos is None:
+            raise ValueError(f"exact_length forbids end-of-text, but {self.lm.name}'s tokenizer has no eos token")
+        return (eos,)
+
     @torch.no_grad()
     def sample(self, features: torch.Tensor | None, prompts: list[str], temperature: float = 0.0,
-               generator: torch.Generator | None = None, max_new_tokens: int | None = None) -> br.Generation:
-        """One batched, KV-cached generation after each context (features None: the text-only LM)."""
+               generator: torch.Generator | None = None, max_new_tokens: int | None = None,
+               exact_length: bool = False) -> br.Generation:
+        """One batched, KV-cached generation after each context (features None: the text-only LM);
+        exact_length: exactly max_new_tokens tokens each, none of them end-of-text."""
         if not prompts:
             raise ValueError("got an empty batch of prompts")
         batch = br.assemble(self.lm, self.contexts(features, prompts), pad_left=True)
-        return br.generate(self.lm, batch, max_new_tokens or self.config.max_new_tokens, temperature, STOP,
-                           generator=generator)
+        stop, banned = ((), self.end_of_text()) if exact_length else (STOP, ())
+        return br.generate(self.lm, batch, max_new_tokens or self.config.max_new_tokens, temperature, stop,
+                           generator=generator, exact=exact_length, banned=banned)
 
     def caption(self, features: torch.Tensor, prompt: str = PLAIN_PROMPT, temperature: float = 0.0,
                 generator: torch.Generator | None = None, batch_size: int = 256) -> list[str]:
@@ -87,16 +98,20 @@ class PrefixCaptioner(checkpoint.Trained, nn.Module):
         return [t.strip() for t in texts]
 
     def continuation(self, features: torch.Tensor | None, prompts: list[str], tokens: list[list[int]],
-                     temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     temperature: float = 1.0, exact_length: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Teacher-forced pass over given continuations: the log-probability of each token under
-        softmax(logits / temperature) [B, L], the hidden state that chose it [B, L, d], and the mask of
-        real tokens [B, L] (L: the longest continuation). Differentiable in the mapper."""
+        softmax(logits / temperature) [B, L] (exact_length: with end-of-text forbidden, as sample
+        wrote them), the hidden state that chose it [B, L, d], and the mask of real tokens [B, L]
+        (L: the longest continuation). Differentiable in the mapper."""
         if any(len(t) == 0 for t in tokens):
             raise ValueError("every continuation needs at least one token")
         sequences = [[*context, Tokens(tuple(t), learn=True, tag="continuation")]
                      for context, t in zip(self.contexts(features, prompts), tokens, strict=True)]
         batch = br.assemble(self.lm, sequences)
         hidden, logits = br.forward(self.lm, batch)
+        if exact_length:
+            logits = logits.index_fill(-1, torch.tensor(self.end_of_text(), device=logits.device), float("-inf"))
         per_position = br.token_logprobs(logits, batch.targets, temperature)
         rows, cols = batch.positions("continuation")
         device = logits.device
