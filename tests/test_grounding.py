@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vlbridge import backbones, world
+from vlbridge.bridge import Text, Tokens, token_ids
 from vlbridge.checkpoint import CheckpointError
 from vlbridge.contracts import Backbones
 from vlbridge.methods.fromage import RET, Fromage, FromageConfig
@@ -142,3 +143,82 @@ def test_micro_batch_must_be_a_positive_number_of_sequences():
     clip, lm = backbones.load_clip("micro-clip-smoke"), backbones.load_lm("micro-lm-smoke")
     with pytest.raises(ValueError, match="micro_batch must be None or a number of sequences >= 1, got 0"):
         Fromage(clip, lm, FromageConfig(micro_batch=0))
+
+
+def lm_batch_sizes(lm):
+    """A hook recording the attention mask of every LM forward (to see which sequences it read)."""
+    calls = []
+    hook = lm.model.register_forward_pre_hook(lambda m, args, kwargs: calls.append(kwargs["attention_mask"]),
+                                              with_kwargs=True)
+    return calls, hook
+
+
+def test_tied_ret_is_one_row_held_at_the_mean_token_norm_after_every_step(trained, tmp_path):
+    """tied_ret, as main.py:504-521: [RET]'s output vector is its input embedding (no bias), and after
+    each step its norm is the mean norm of the LM's token embeddings. Untied (the default) it has both."""
+    model, lm, _, _, _ = trained
+    assert {n for n, _ in model.named_parameters() if n.startswith("extra.")} == {"extra.input", "extra.output",
+                                                                                   "extra.bias"}
+    pool = world.scenes(0, 16)
+    tied = Fromage(model.clip, lm, FromageConfig(tied_ret=True, image_input="embedding", steps=3, batch_size=4,
+                                                 lr=1e-2, warmup_steps=1))
+    assert {n for n, _ in tied.named_parameters() if n.startswith("extra.")} == {"extra.input"}
+    hidden = torch.randn(2, lm.embed_dim)
+    assert torch.equal(tied.extra.logits(hidden), hidden @ tied.extra.input.T)
+    before = tied.extra.input.detach().clone()
+    tied.fit(tied.features(world.render_array(pool, model.clip.image_size)),
+             lambda i, step: world.canonical_caption(pool[i]))
+    mean_norm = lm.model.get_input_embeddings().weight.norm(dim=1).mean()
+    assert not torch.equal(tied.extra.input, before)  # trained, then put back on the sphere
+    torch.testing.assert_close(tied.extra.input.norm(), mean_norm, rtol=1e-5, atol=0)
+    tied.save(tmp_path)
+    assert torch.equal(Fromage.load(tmp_path, Backbones(model.clip, lm)).extra.input, tied.extra.input)
+
+
+def test_interleave_per_batch_pairs_adjacent_examples_for_captioning_only_one_coin_a_step(trained):
+    """interleave_per="batch", as main.py:433-435: one coin a step; heads, the captioning loss reads
+    adjacent examples concatenated (half as many sequences); the retrieval losses read single captions."""
+    model, lm, features, _, _ = trained
+    batch = Fromage(model.clip, lm, FromageConfig(interleave_per="batch", batch_size=4, retrieval_batch_size=6,
+                                                  image_input="patches"))
+    order = torch.Generator().manual_seed(0)
+    draws = [batch.draw_batch_examples(len(features), order) for _ in range(20)]
+    for singles, captioned in draws:
+        assert len(singles) == 6 and all(len(example) == 1 for example in singles)
+        assert captioned in (singles[:4], [singles[0] + singles[1], singles[2] + singles[3]])
+    assert {len(captioned) for _, captioned in draws} == {2, 4}  # both sides of the coin come up
+    singles, paired = next((s, c) for s, c in draws if len(c) == 2)
+    captions = {i: world.canonical_caption(world.sample_scene(i)) for example in singles for i in example}
+    calls, hook = lm_batch_sizes(lm)
+    try:
+        batch.losses(features, captions, singles, captioned=4, caption_examples=paired)
+    finally:
+        hook.remove()
+    assert [len(mask) for mask in calls] == [2, 6]  # 2 concatenated captioning sequences, 6 retrieval ones
+    with pytest.raises(ValueError, match="batch_size must be even, got 5"):
+        Fromage(model.clip, lm, FromageConfig(interleave_per="batch", batch_size=5))
+    with pytest.raises(ValueError, match="interleave_per must be one of example, batch, got 'step'"):
+        Fromage(model.clip, lm, FromageConfig(interleave_per="step"))
+
+
+def test_max_caption_tokens_cuts_captions_as_the_official_tokenizer_call(trained):
+    """max_caption_tokens counts <bos> and [RET], as main.py:120 with data.py:107-123: a caption keeps
+    max_caption_tokens - 2 tokens, in the captioning and the retrieval sequences alike."""
+    model, lm, features, _, _ = trained
+    text = "there is a big blue square at the top left ."
+    ids = token_ids(lm.tokenizer, text)
+    assert len(ids) > 3
+    cut = Fromage(model.clip, lm, FromageConfig(max_caption_tokens=5, image_tokens=4, image_input="patches"))
+    assert cut.caption_segment(text) == Tokens(tuple(ids[:3]), learn=True)
+    assert model.caption_segment(text) == Text(text, learn=True)  # the default: as it is
+    calls, hook = lm_batch_sizes(lm)
+    try:
+        cut.losses(features, {0: text}, [(0,)])
+    finally:
+        hook.remove()
+    # <bos>, 4 image tokens, 3 caption tokens; <bos>, 3 caption tokens, [RET]
+    assert [mask.sum().item() for mask in calls] == [8, 5]
+    with pytest.raises(ValueError, match="max_caption_tokens must be None or >= 3"):
+        Fromage(model.clip, lm, FromageConfig(max_caption_tokens=2))
+    with pytest.raises(ValueError, match="it needs use_ret=True"):
+        Fromage(model.clip, lm, FromageConfig(max_caption_tokens=24, use_ret=False))

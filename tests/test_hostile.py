@@ -512,7 +512,8 @@ def test_a_bridge_json_from_before_fingerprints_loads_by_names_and_dims(smoke_br
 
 @pytest.mark.parametrize("config, message", [
     ({"image_tokenz": 2}, r"unknown config key\(s\) 'image_tokenz'; the keys of FromageConfig are image_tokens, "
-                          r"image_input, bridge, retrieval_dim, .*, seed, micro_batch$"),
+                          r"image_input, bridge, retrieval_dim, .*, seed, micro_batch, interleave_per, tied_ret, "
+                          r"max_caption_tokens$"),
     ({"image_tokens": True}, r"config key 'image_tokens' should be int, got bool \(True\)"),
     ({"image_tokens": 2.0}, r"config key 'image_tokens' should be int, got float \(2\.0\)"),
     ({"retrieval_batch_size": "8"}, r"config key 'retrieval_batch_size' should be int or null, got str \('8'\)"),

@@ -12,6 +12,11 @@ Losses: captioning cross-entropy with the image tokens before the caption; cross
 embedding and the image embedding. Half of the examples concatenate two image-caption pairs, as
 the paper does, so the model also sees interleaved sequences.
 
+Three options train as the official code does (github.com/kohjingyu/fromage, main.py), each off by
+default: `interleave_per="batch"` (one coin flip a step concatenates adjacent pairs, for the
+captioning loss only), `tied_ret` ([RET] one row of a tied embedding matrix, re-normalised every
+step) and `max_caption_tokens` (captions cut as its tokenizer call cuts them).
+
 What the LM is shown of an image is the CLIP embedding (`image_input="embedding"`, the paper), or
 that embedding followed by CLIP's patch tokens (`"patches"`): a pooled embedding keeps *what* is in a
 picture better than *where* (chapter 3 measures it). Retrieval always uses the CLIP embedding.
@@ -29,7 +34,7 @@ from torch import nn
 
 from .. import bridge as br
 from .. import checkpoint
-from ..bridge import Embeds, Text
+from ..bridge import Embeds, Text, Tokens
 from ..contracts import Backbones
 from ..distributed import SINGLE, Group, gather_rows
 from ..features import check_image_input, feature_dim, image_features
@@ -57,6 +62,33 @@ class FromageConfig:
     # At most this many sequences per LM forward, sorted by length so each micro-batch pads little (the
     # same losses; see Fromage.losses). None: one forward per kind of sequence, padded to its longest.
     micro_batch: int | None = None
+    # Which examples concatenate two image-caption pairs: "example" (ours: each example, with a share
+    # `interleaved` of them, a random partner, read by every loss) or "batch" (the official code,
+    # main.py:107-108, 433-435: one coin flip a step, with probability `interleaved`; heads, the
+    # captioning loss reads adjacent examples concatenated; the retrieval losses never do).
+    interleave_per: str = "example"
+    # [RET] as the official code has it (main.py:504-521): one new row of the LM's tied embedding
+    # matrix, so its input embedding is its output vector (no bias), re-normalised after every step to
+    # the mean norm of the LM's token embeddings. False: its own input embedding and output vector.
+    tied_ret: bool = False
+    # Captions cut to this many tokens, <bos> and [RET] included, as the official tokenizer call cuts
+    # them (main.py:120 --max-len 24; data.py:107-123). None: captions as they are.
+    max_caption_tokens: int | None = None
+
+
+INTERLEAVE_PER = ("example", "batch")
+
+
+class TiedExtraTokens(br.ExtraTokens):
+    """Extra tokens whose output vector is their input embedding, with no bias: as a row added to a
+    tied embedding matrix (OPT's) is read by the LM's head too."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        del self.output, self.bias  # the head reads `input`
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden @ self.input.T
 
 
 class Fromage(checkpoint.Trained, nn.Module):
@@ -67,6 +99,17 @@ class Fromage(checkpoint.Trained, nn.Module):
         check_image_input(config.image_input)
         if config.micro_batch is not None and config.micro_batch < 1:
             raise ValueError(f"micro_batch must be None or a number of sequences >= 1, got {config.micro_batch!r}")
+        if config.interleave_per not in INTERLEAVE_PER:
+            raise ValueError(f"interleave_per must be one of {', '.join(INTERLEAVE_PER)}, "
+                             f"got {config.interleave_per!r}")
+        if config.interleave_per == "batch" and config.batch_size % 2:
+            raise ValueError(f"interleave_per='batch' concatenates adjacent pairs: batch_size must be even, "
+                             f"got {config.batch_size}")
+        if config.max_caption_tokens is not None and config.max_caption_tokens < 3:
+            raise ValueError("max_caption_tokens must be None or >= 3 (<bos>, a caption token, [RET]), "
+                             f"got {config.max_caption_tokens!r}")
+        if config.max_caption_tokens is not None and not config.use_ret:
+            raise ValueError("max_caption_tokens cuts captions before [RET]: it needs use_ret=True")
         self.config = config
         self.clip, self.lm = clip, lm  # frozen; plain attributes, so not part of this module's parameters
         self.clip_dim = clip.embed_dim
@@ -76,7 +119,12 @@ class Fromage(checkpoint.Trained, nn.Module):
         # [RET] starts as an average word: from a random start, how well it learned to retrieve
         # depended on the seed (R@1 0.21-0.46 after 120 steps; from the mean, 0.49 for both seeds).
         words = lm.model.get_input_embeddings().weight
-        self.extra = br.ExtraTokens([RET], d, len(words), input_init=words.mean(0))
+        tokens = TiedExtraTokens if config.tied_ret else br.ExtraTokens
+        self.extra = tokens([RET], d, len(words), input_init=words.mean(0))
+        # The LM is frozen, so the norm [RET] is held to (tied_ret) is fixed: computed once.
+        self.word_norm = words.detach().float().norm(dim=1).mean().item()
+        if config.tied_ret:
+            self.renormalize_ret()
         self.text_to_retrieval = nn.Linear(d, config.retrieval_dim)
         self.image_to_retrieval = nn.Linear(self.clip_dim, config.retrieval_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
@@ -114,6 +162,14 @@ class Fromage(checkpoint.Trained, nn.Module):
 
     def ret_segment(self) -> Embeds:
         return Embeds(self.extra.embedding(RET), tag="ret", target=self.extra.id(RET))
+
+    def caption_segment(self, text: str) -> Text | Tokens:
+        """A training caption, a target of the loss: as it is, or (config.max_caption_tokens) its first
+        max_caption_tokens - 2 tokens, the room the official tokenizer call leaves beside <bos> and [RET]."""
+        limit = self.config.max_caption_tokens
+        if limit is None:
+            return Text(text, learn=True)
+        return Tokens(tuple(br.token_ids(self.lm.tokenizer, text)[:limit - 2]), learn=True)
 
     def to_segments(self, items, learn: bool = False) -> list:
         """An interleaved list of str, images (uint8 [H, W, 3] or PIL) and image features
@@ -178,26 +234,29 @@ class Fromage(checkpoint.Trained, nn.Module):
     # ------------------------------------------------------------------ training
     def losses(self, features: torch.Tensor, captions: dict[int, str], pairs: list[tuple[int, ...]],
                queries: dict[int, str] | None = None, captioned: int | None = None,
-               ranks: Group = SINGLE) -> dict:
+               ranks: Group = SINGLE, caption_examples: list[tuple[int, ...]] | None = None) -> dict:
         """Losses on examples, each one or two (image, caption) pairs given by indices in `pairs`;
         `queries` are the texts that retrieve each image (default: its caption). The retrieval losses
         read every example, the captioning loss the first `captioned` (default: all): text-only
         retrieval sequences are cheap, and contrastive learning gains from more negatives. Over
         data-parallel `ranks`, `pairs` is the global batch: this rank reads its block of each kind of
         example and returns its share of every loss (distributed.py). With config.micro_batch, the
-        LM reads the same sequences in micro-batches sorted by length (`lm_losses_by_length`)."""
+        LM reads the same sequences in micro-batches sorted by length (`lm_losses_by_length`).
+        `caption_examples`, if given, are what the captioning loss reads instead of pairs[:captioned]
+        (interleave_per="batch": other examples than the retrieval losses')."""
         queries = queries or captions
-        for_caption = pairs[:captioned]
+        for_caption = pairs[:captioned] if caption_examples is None else caption_examples
         mine = ranks.take(for_caption)
         retrieval_blocks = ranks.blocks(len(pairs))
         shown = sorted({i for example in mine for i in example})
         images = dict(zip(shown, self.image_segments(features[shown])))
-        caption_seqs = [[s for i in example for s in (images[i], Text(captions[i], learn=True))] for example in mine]
+        caption_seqs = [[s for i in example for s in (images[i], self.caption_segment(captions[i]))]
+                        for example in mine]
         retrieval_seqs = []
         for n in retrieval_blocks[ranks.rank]:
             retrieval_seq = []
             for i in pairs[n]:
-                retrieval_seq = self._end_query([*retrieval_seq, Text(queries[i], learn=True)])
+                retrieval_seq = self._end_query([*retrieval_seq, self.caption_segment(queries[i])])
             retrieval_seqs.append(retrieval_seq)
         targets = [i for example in pairs for i in example]  # every rank's [RET]s, in rank order
         if self.config.micro_batch is None:
@@ -267,6 +326,13 @@ class Fromage(checkpoint.Trained, nn.Module):
         order = sorted(range(len(ret_keys)), key=ret_keys.__getitem__)  # as lm_losses: by sequence, then position
         return caption, ret_text, torch.cat(ret_hidden)[br.long_tensor(order, self.device)]
 
+    @torch.no_grad()
+    def renormalize_ret(self) -> None:
+        """[RET]'s embedding scaled to the mean norm of the LM's token embeddings (tied_ret: after every
+        step, as main.py:517-521 does, so the row it shares with the head cannot grow)."""
+        row = self.extra.input[self.extra.names.index(RET)]
+        row.mul_(self.word_norm / row.norm())
+
     def fit(self, features: torch.Tensor, caption_fn, query_fn=None, run: Run | None = None) -> dict:
         """Train on image features [N, feature_dim] (from `features`: computed once, before training)
         and captions drawn by caption_fn(index, step) -> str; query_fn(index, step) -> str, if given,
@@ -279,12 +345,18 @@ class Fromage(checkpoint.Trained, nn.Module):
         features = self.as_features(features)  # moved to the device once, not every step
 
         def loss_fn(step: int) -> dict:
-            pairs = self.draw_examples(len(features), order)
+            if cfg.interleave_per == "batch":
+                pairs, caption_examples = self.draw_batch_examples(len(features), order)
+            else:
+                pairs, caption_examples = self.draw_examples(len(features), order), None
             captions = {i: caption_fn(i, step) for example in pairs for i in example}
             queries = {i: query_fn(i, step) for i in captions} if query_fn else None
-            return self.losses(features, captions, pairs, queries, captioned=cfg.batch_size, ranks=run.ranks)
+            return self.losses(features, captions, pairs, queries, captioned=cfg.batch_size, ranks=run.ranks,
+                               caption_examples=caption_examples)
 
         optimizer = adamw(self.parameters(), cfg.lr, cfg.weight_decay)
+        if cfg.tied_ret:
+            optimizer.register_step_post_hook(lambda *_: self.renormalize_ret())
         return train_loop(self, optimizer, cfg.steps, cfg.warmup_steps, loss_fn, "FROMAGe",
                           clip_groups=self.clip_groups(), streams={"fromage-batches": order}, run=run)
 
@@ -298,6 +370,19 @@ class Fromage(checkpoint.Trained, nn.Module):
         two = torch.rand(examples, generator=order) < cfg.interleaved
         partner = torch.randint(n_images, (examples,), generator=order).tolist()
         return [(i, j) if t else (i,) for i, j, t in zip(idx, partner, two.tolist())]
+
+    def draw_batch_examples(self, n_images: int, order: torch.Generator) -> tuple[list, list]:
+        """interleave_per="batch", as the official code draws a step (main.py:433-435): single examples
+        for the retrieval losses, and for the captioning loss the first batch_size of them, or, on one
+        coin flip a step with probability config.interleaved, their adjacent pairs concatenated (half as
+        many sequences, each of two image-caption pairs). Returns (retrieval examples, captioning examples)."""
+        cfg = self.config
+        examples = max(cfg.batch_size, cfg.retrieval_batch_size or cfg.batch_size)
+        singles = [(i,) for i in torch.randint(n_images, (examples,), generator=order).tolist()]
+        captioned = singles[:cfg.batch_size]
+        if torch.rand(1, generator=order).item() < cfg.interleaved:
+            captioned = [captioned[k] + captioned[k + 1] for k in range(0, len(captioned), 2)]
+        return singles, captioned
 
     def clip_groups(self) -> list[list[nn.Parameter]]:
         """The parameters whose gradients are clipped together: the captioning loss trains the image
