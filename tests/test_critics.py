@@ -57,6 +57,17 @@ def test_rouge_rejects_shuffled_and_different_sentences():
     assert critic.judge(COLOUR_ITEM, ["the square at the top is red", shuffled, different]) == [True, False, False]
 
 
+def test_the_lowercase_option_compares_texts_as_illume_s_code_does():
+    """ILLUME's critic lower-cases both texts (critic_validation.ipynb, cells 2 and 4); by default case counts."""
+    item = FeedbackItem("q9", "what is he doing ?", "surfing", "The Man Rides A Wave")
+    candidate = "the man rides a wave"
+    assert RougeCritic().score(item, candidate) == 0.0  # no word in common as written
+    assert RougeCritic(lowercase=True).score(item, candidate) == 1.0
+    assert RougeCritic(0.7).judge(item, [candidate]) == [False]
+    assert RougeCritic(0.7, lowercase=True).judge(item, [candidate]) == [True]
+    assert RougeCritic(0.7, lowercase=True).name == "rouge-l>=0.7 lower-cased"
+
+
 def test_a_fuzzy_critic_lets_a_wrong_rationale_through_and_the_world_critic_does_not():
     wrong = "the square at the left is red"  # the square at the left is blue
     assert RougeCritic().judge(COLOUR_ITEM, [wrong]) == [True]

@@ -5,7 +5,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from vlbridge import backbones, world
+from vlbridge import backbones, training, world
+from vlbridge import bridge as br
+from vlbridge.bridge import Text
 from vlbridge.contracts import Backbones
 from vlbridge.critics import DecisionLog, FeedbackItem, RecordedCritic, WorldCritic, world_items
 from vlbridge.eval import vqa_scores
@@ -172,3 +174,86 @@ def test_bad_input_is_refused_with_a_clear_message(grounded):
     unexplained = [FeedbackItem("q1", "what ?", "red")]
     with pytest.raises(ValueError, match="e.g. q1"):
         illume.sft(model, features[:1], unexplained, CONFIG, steps=1)
+
+
+# ------------------------------------------------------------------ options that train as ILLUME's code does
+
+
+def test_the_rationale_loss_is_weighted_by_answer_only_rows_over_rationale_rows(grounded):
+    """ILLUME's loss (tuning/vqax_magma_ILLUME_tuning.py:79-82, 208): the answer-only rows' mean plus
+    (answer-only rows / rationale rows) x the rationale rows' mean."""
+    model, items, features = grounded
+    kept = illume.gold_rationales(items)[:3]
+    answers = illume.answer_only(items)[3:8]
+    examples = kept + answers
+    asked = illume._prompts(model, features[[e.index for e in examples]], [items[e.index] for e in examples])
+    sequences = [[*q, Text(e.answer if e.rationale is None else world.explained(e.answer, e.rationale), learn=True)]
+                 for q, e in zip(asked, examples)]
+    with torch.no_grad():
+        parts = illume.weighted_loss(model.lm, sequences, [e.rationale is not None for e in examples], 5 / 3)
+        rationale_alone = br.teacher_forced_loss(model.lm, sequences[:3])
+        answers_alone = br.teacher_forced_loss(model.lm, sequences[3:])
+    assert parts["rationale_loss"].item() == pytest.approx(rationale_alone.item(), rel=1e-5)
+    assert parts["answer_loss"].item() == pytest.approx(answers_alone.item(), rel=1e-5)
+    assert parts["loss"].item() == pytest.approx(answers_alone.item() + 5 / 3 * rationale_alone.item(), rel=1e-5)
+
+    # In tuning, the weight is the step's answer-only rows over its rationale rows: 8 rows at 3 answers
+    # per rationale are 2 rationale rows and 6 answer rows, a weight of 3.
+    config = replace(CONFIG, answer_only_per_rationale=3.0, weight_rationale_loss=True)
+    log = illume.tune(illume.tunable_copy(model, config), features, items, kept, illume.answer_only(items), config,
+                      steps=2)
+    for total, answer_part, rationale_part in zip(log["loss"], log["answer_loss"], log["rationale_loss"]):
+        assert total == pytest.approx(answer_part + 3.0 * rationale_part, abs=1e-5)
+    assert "answer_loss" not in illume.tune(illume.tunable_copy(model, CONFIG), features, items, kept,
+                                            illume.answer_only(items), CONFIG, steps=1)  # the default: one mean
+
+
+def test_samples_per_temperature_takes_n_at_each_temperature(grounded):
+    """ILLUME's code samples n at every temperature (vqax_magma_eval.py:154-167); by default N in all."""
+    model, items, features = grounded
+    config = replace(CONFIG, temperatures=(1e-4, 1.0), samples_per_temperature=True)
+    drawn = illume.sample_rationales(model, features[:3], items[:3], config, torch.Generator().manual_seed(1))
+    assert config.candidates == 6 and [len(c) for c in drawn] == [6] * 3
+    # Even slots come from the near-greedy temperature: the same text three times per item.
+    assert all(len(set(c[0::2])) == 1 for c in drawn)
+    assert replace(CONFIG, temperatures=(1e-4, 1.0)).candidates == CONFIG.samples
+
+
+def test_the_magma_prompt_writes_and_reads_illume_s_spelling():
+    magma, micro = illume.PROMPTS["magma"], illume.PROMPTS["microworld"]
+    assert magma.ask("what is he doing?") == "Q: what is he doing? A:"
+    assert magma.ask("what is he doing?", "surfing") == "Q: what is he doing? A: surfing, seeing that"
+    assert magma.split(" " + magma.explained("surfing", "he is on a wave")) == ("surfing", "he is on a wave")
+    assert magma.split("surfing") == ("surfing", None)
+    # The microworld's spelling is the world's own (the book's default, unchanged).
+    assert (micro.ask, micro.explained, micro.split) == (world.vqa_prompt, world.explained, world.split_answer)
+    with pytest.raises(ValueError, match="prompt must be one of 'microworld', 'magma', got 'qa'"):
+        illume.FeedbackConfig(prompt="qa")
+
+
+def test_with_tune_bridge_false_only_the_adapters_move(grounded):
+    """ILLUME's code trains MAGMA's adapters only (tuning.py:131-145); weight decay must not move the bridge."""
+    model, items, features = grounded
+    config = replace(CONFIG, rounds=1, lora_rank=2, tune_bridge=False, weight_decay=0.2)
+    loop = illume.FeedbackLoop(model, features, items, config)
+    bridge = state(loop.model.image_to_lm)
+    adapters = {n: p.clone() for n, p in loop.model.lm.model.named_parameters() if "lora_B" in n}
+    loop.learn(1, KeepFirst())
+    assert same(state(loop.model.image_to_lm), bridge)
+    after = dict(loop.model.lm.model.named_parameters())
+    assert any(not torch.equal(adapters[n], after[n]) for n in adapters)
+    assert all(p.requires_grad for p in illume.tunable_copy(model, CONFIG).image_to_lm.parameters())  # the default
+    with pytest.raises(ValueError, match="tune_bridge False leaves nothing to tune unless lora_rank > 0"):
+        replace(CONFIG, tune_bridge=False)
+
+
+def test_tuning_uses_the_configured_adamw_betas_and_weight_decay(grounded, monkeypatch):
+    model, items, features = grounded
+    made = []
+    monkeypatch.setattr(illume, "adamw", lambda *args: made.append(training.adamw(*args)) or made[-1])
+    config = replace(CONFIG, betas=(0.9, 0.99), weight_decay=0.2)
+    illume.tune(illume.tunable_copy(model, config), features, items, [], illume.answer_only(items), config, steps=1)
+    groups = made[0].param_groups
+    assert [g["betas"] for g in groups] == [(0.9, 0.99)] * 2
+    assert [g["weight_decay"] for g in groups] == [0.2, 0.0]  # matrices decay, biases and norms do not
+    assert CONFIG.betas == (0.9, 0.95) and CONFIG.weight_decay == 0.0  # the book's, unchanged

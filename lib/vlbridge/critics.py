@@ -61,21 +61,26 @@ def _require_candidates(item: FeedbackItem, candidates: list[str]) -> None:
 
 class RougeCritic:
     """Keeps a candidate whose ROUGE-L F-score against the gold explanation is >= threshold: the
-    paper's simulated critic, computed by pycocoevalcap so that it is the metric the book reports."""
+    paper's simulated critic, computed by pycocoevalcap so that it is the metric the book reports.
+    lowercase=True compares the texts lower-cased, as ILLUME's code does (critic_validation.ipynb,
+    cells 2 and 4); microworld text is lower-case already."""
 
-    def __init__(self, threshold: float = 0.7):
+    def __init__(self, threshold: float = 0.7, lowercase: bool = False):
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"ROUGE-L threshold must be in [0, 1], got {threshold}")
         self.threshold = threshold
-        self.name = f"rouge-l>={threshold}"
+        self.lowercase = lowercase
+        self.name = f"rouge-l>={threshold}" + (" lower-cased" if lowercase else "")
 
     def score(self, item: FeedbackItem, candidate: str) -> float:
         from pycocoevalcap.rouge.rouge import Rouge
 
         if item.explanation is None:
             raise ValueError(f"item {item.item_id!r} has no gold explanation, which the ROUGE critic compares against")
+        texts = [candidate, item.explanation]
         # pycocoevalcap splits on single spaces: normalise the whitespace as the captioning metrics do.
-        return float(Rouge().calc_score([" ".join(candidate.split())], [" ".join(item.explanation.split())]))
+        candidate, reference = (" ".join((t.lower() if self.lowercase else t).split()) for t in texts)
+        return float(Rouge().calc_score([candidate], [reference]))
 
     def judge(self, item: FeedbackItem, candidates: list[str]) -> list[bool]:
         _require_candidates(item, candidates)

@@ -11,15 +11,22 @@ tuning with the gold explanations in place of the kept ones.
 
 Trained are the grounded model's image-to-LM bridge and, as an option, LoRA adapters (peft) on a
 copy of the LM's attention; the LM's own weights never change.
+
+FeedbackConfig's defaults are the book's; its options do as ILLUME's official code does (the paper
+profile turns them on): n samples at each temperature, MAGMA's `Q: … A: <answer>, seeing that`
+prompt, the rationale loss weighted by answer-only rows over rationale rows, AdamW's betas and
+weight decay, and the image bridge frozen while only LoRA adapters train.
 """
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from .. import bridge as br
 from .. import checkpoint
@@ -36,22 +43,66 @@ STOP = (".",)  # a rationale is one sentence
 LORA = "lora"  # the subfolder of a saved tuned model holding its LoRA adapters
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """How an item is written for the LM: the question turn (with the answer and what leads into the
+    rationale, if an answer is given), what the model writes after the question turn, and how that
+    text splits back into (answer, rationale or None)."""
+    ask: Callable[..., str]
+    explained: Callable[[str, str], str]
+    split: Callable[[str], tuple[str, str | None]]
+
+
+def _magma_ask(question: str, answer: str | None = None) -> str:
+    text = f"Q: {question} A:"  # MAGMA's QA prompt (vqax_magma_eval.py:93)
+    return text if answer is None else f"{text} {answer}, seeing that"  # the rationale prompt (:68, :161)
+
+
+def _magma_split(text: str) -> tuple[str, str | None]:
+    answer, sep, rationale = text.partition(", seeing that")
+    return answer.strip(), (_strip(rationale) if sep else None)
+
+
+PROMPTS = {
+    "microworld": Prompt(vqa_prompt, explained, split_answer),  # `q : … a : <answer> because <rationale> .`
+    # ILLUME's code: `Q: … A: <answer>, seeing that <rationale>`
+    # (data_preperation/vqax_magma_embed_illume_iteration.py:78, 96)
+    "magma": Prompt(_magma_ask, lambda answer, rationale: f"{answer}, seeing that {rationale}.", _magma_split),
+}
+
+
 @dataclass
 class FeedbackConfig:
-    samples: int = 4  # N: rationales sampled per item
+    samples: int = 4  # N: rationales sampled per item (at each temperature, with samples_per_temperature)
     temperatures: tuple[float, ...] = (0.8,)  # sample j uses temperatures[j % len]; the paper: 0.3 and 0.8
+    samples_per_temperature: bool = False  # True: `samples` at every temperature, as ILLUME's code (5 at each of 2)
+    prompt: str = "microworld"  # a key of PROMPTS: the microworld's spelling, or "magma" (ILLUME's code)
     max_new_tokens: int = 32
     rounds: int = 4
     items_per_round: int = 250  # new items the critic judges each round
     steps_per_round: int = 150
     batch_size: int = 32
     answer_only_per_rationale: float = 1.0  # answer-only examples per rationale example in a batch
+    weight_rationale_loss: bool = False  # True: ILLUME's loss, weighted_loss with weight answer-only / rationale rows
     lr: float = 3e-3
     weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)  # AdamW's; ILLUME's code: (0.9, 0.99)
     warmup_steps: int = 10
+    tune_bridge: bool = True  # False: the image bridge stays frozen and only the LoRA adapters train (ILLUME's code)
     lora_rank: int = 0  # 0: tune the bridge only; r > 0: also LoRA adapters of rank r on the LM's copy
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")  # the LM's modules that get adapters (GPT-2: c_attn)
     seed: int = 0
+
+    def __post_init__(self):
+        if self.prompt not in PROMPTS:
+            raise ValueError(f"prompt must be one of {', '.join(map(repr, PROMPTS))}, got {self.prompt!r}")
+        if not self.tune_bridge and self.lora_rank <= 0:
+            raise ValueError("tune_bridge False leaves nothing to tune unless lora_rank > 0 adds LoRA adapters")
+
+    @property
+    def candidates(self) -> int:
+        """Rationales sampled per item: `samples`, or `samples` at each temperature."""
+        return self.samples * len(self.temperatures) if self.samples_per_temperature else self.samples
 
 
 @dataclass(frozen=True)
@@ -68,6 +119,8 @@ def tunable_copy(model, config: FeedbackConfig):
     LoRA adapters (the original LM, shared with every other model, stays untouched)."""
     frozen = {id(model.clip): model.clip, id(model.lm): model.lm}  # shared, never copied
     tuned = copy.deepcopy(model, memo=frozen)
+    if not config.tune_bridge:  # out of the optimiser, so that weight decay cannot move it either
+        tuned.image_to_lm.requires_grad_(False)
     if config.lora_rank > 0:
         from peft import LoraConfig, inject_adapter_in_model
 
@@ -120,9 +173,11 @@ def trainable(model) -> list[torch.nn.Parameter]:
     return list(trainable_module(model).parameters())
 
 
-def _prompts(model, features: torch.Tensor, items: list, answers: bool = False) -> list[list]:
-    """[image, `q : … a :`] per item (answers=True: `q : … a : <answer> because`)."""
-    return [[image, Text(vqa_prompt(it.question, it.answer if answers else None))]
+def _prompts(model, features: torch.Tensor, items: list, answers: bool = False,
+             prompt: str = "microworld") -> list[list]:
+    """[image, `q : … a :`] per item (answers=True: `q : … a : <answer> because`), in PROMPTS[prompt]'s spelling."""
+    ask = PROMPTS[prompt].ask
+    return [[image, Text(ask(it.question, it.answer if answers else None))]
             for image, it in zip(model.image_segments(features), items, strict=True)]
 
 
@@ -140,17 +195,17 @@ def _strip(text: str) -> str:
 @torch.no_grad()
 def sample_rationales(model, features: torch.Tensor, items: list, config: FeedbackConfig,
                       gen: torch.Generator) -> list[list[str]]:
-    """config.samples rationales per item, after `q : … a : <gold answer> because`; batched and
+    """config.candidates rationales per item, after `q : … a : <gold answer> because`; batched and
     KV-cached, one generate call per temperature."""
     _check(features, items)
-    out = [[""] * config.samples for _ in items]
+    out = [[""] * config.candidates for _ in items]
     for t, temperature in enumerate(config.temperatures):
-        slots = [(i, j) for i in range(len(items)) for j in range(t, config.samples, len(config.temperatures))]
+        slots = [(i, j) for i in range(len(items)) for j in range(t, config.candidates, len(config.temperatures))]
         if not slots:
             continue
         rows = [i for i, _ in slots]
-        batch = br.assemble(model.lm, _prompts(model, features[rows], [items[i] for i in rows], answers=True),
-                            pad_left=True)
+        batch = br.assemble(model.lm, _prompts(model, features[rows], [items[i] for i in rows], answers=True,
+                                               prompt=config.prompt), pad_left=True)
         texts = br.generate(model.lm, batch, config.max_new_tokens, temperature, STOP, generator=gen).texts
         for (i, j), text in zip(slots, texts):
             out[i][j] = _strip(text)
@@ -159,46 +214,77 @@ def sample_rationales(model, features: torch.Tensor, items: list, config: Feedba
 
 @torch.no_grad()
 def answer(model, features: torch.Tensor, items: list, max_new_tokens: int = 40,
-           batch_size: int = 256) -> list[tuple[str, str | None]]:
-    """Greedy (answer, rationale) after `q : <question> a :`; rationale None if the model wrote no `because`."""
+           batch_size: int = 256, prompt: str = "microworld") -> list[tuple[str, str | None]]:
+    """Greedy (answer, rationale) after `q : <question> a :` (in PROMPTS[prompt]'s spelling); rationale
+    None if the model wrote no `because`."""
     _check(features, items)
     texts = []
     for s in range(0, len(items), batch_size):
-        batch = br.assemble(model.lm, _prompts(model, features[s:s + batch_size], items[s:s + batch_size]),
-                            pad_left=True)
+        batch = br.assemble(model.lm, _prompts(model, features[s:s + batch_size], items[s:s + batch_size],
+                                               prompt=prompt), pad_left=True)
         texts += br.generate(model.lm, batch, max_new_tokens, 0.0, STOP).texts
-    return [split_answer(t) for t in texts]
+    return [PROMPTS[prompt].split(t) for t in texts]
 
 
 def tune(model, features: torch.Tensor, items: list, rationales: list[Example], answers: list[Example],
          config: FeedbackConfig, steps: int, name: str = "feedback", run: Run | None = None) -> dict:
     """Teacher-forced tuning of the trainable parts on rationale examples (`answer because
     rationale .`) mixed with answer-only examples, in the proportion config.answer_only_per_rationale
-    (only answers while the critic has kept nothing yet). `run`: over data-parallel ranks (each
-    reads its block of every step's batch), with checkpoints (training.Run). Returns the training log."""
+    (only answers while the critic has kept nothing yet); with config.weight_rationale_loss, the
+    rationale rows' loss is weighted as ILLUME's code does (`weighted_loss`). `run`: over data-parallel
+    ranks (each reads its block of every step's batch), with checkpoints (training.Run). Returns the
+    training log."""
     run = run or Run()
     if not rationales and not answers:
         raise ValueError("nothing to tune on: no rationale and no answer-only examples")
     order = generator(config.seed, f"{name}-batches")
     share = (1.0 / (1.0 + config.answer_only_per_rationale) if answers else 1.0) if rationales else 0.0
     n_rationale = max(1, round(config.batch_size * share)) if rationales else 0
+    n_answer = config.batch_size - n_rationale
+    weighted = config.weight_rationale_loss and n_rationale and n_answer
+    prompt = PROMPTS[config.prompt]
 
     def draw(pool: list[Example], n: int) -> list[Example]:
         return [pool[i] for i in torch.randint(len(pool), (n,), generator=order).tolist()] if n else []
 
     def loss_fn(step: int) -> torch.Tensor:
-        chosen = draw(rationales, n_rationale) + draw(answers, config.batch_size - n_rationale)
+        chosen = draw(rationales, n_rationale) + draw(answers, n_answer)
         chosen = run.ranks.take(chosen)  # this rank's block of the step's batch
         rows = [e.index for e in chosen]
-        sequences = [[*prompt, Text(e.answer if e.rationale is None else explained(e.answer, e.rationale),
-                                    learn=True)]
-                     for prompt, e in zip(_prompts(model, features[rows], [items[i] for i in rows]), chosen)]
+        asked = _prompts(model, features[rows], [items[i] for i in rows], prompt=config.prompt)
+        sequences = [[*question, Text(e.answer if e.rationale is None else prompt.explained(e.answer, e.rationale),
+                                      learn=True)]
+                     for question, e in zip(asked, chosen)]
+        if weighted:
+            return weighted_loss(model.lm, sequences, [e.rationale is not None for e in chosen],
+                                 n_answer / n_rationale, run.ranks)
         return br.teacher_forced_loss(model.lm, sequences, run.ranks)
 
     parts = trainable_module(model)
-    optimizer = adamw(parts.parameters(), config.lr, config.weight_decay)
+    optimizer = adamw(parts.parameters(), config.lr, config.weight_decay, config.betas)
     return train_loop(parts, optimizer, steps, config.warmup_steps, loss_fn, name,
                       streams={f"{name}-batches": order}, run=run)
+
+
+def weighted_loss(lm, sequences: list[list], rationale_rows: list[bool], weight: float,
+                  ranks: Group = SINGLE) -> dict[str, torch.Tensor]:
+    """ILLUME's tuning loss (tuning/vqax_magma_ILLUME_tuning.py:79-82, 203-208): the answer-only rows'
+    mean cross-entropy plus `weight` x the rationale rows' mean, where ILLUME's weight is the number of
+    answer-only rows over the number of rationale rows, so that the few rationales are not drowned by
+    the answers. Returns {"loss": the total, "answer_loss", "rationale_loss"}; over `ranks`, this
+    rank's share of each (each mean is over every rank's tokens of its kind)."""
+    batch = br.assemble(lm, sequences)
+    _, logits = br.forward(lm, batch)
+    targets = batch.targets[:, 1:]
+    per_token = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                                ignore_index=br.IGNORE, reduction="none").view_as(targets)
+    rationale = torch.tensor(rationale_rows, device=targets.device)[:, None]
+    parts = {}
+    for name, rows in (("answer_loss", ~rationale), ("rationale_loss", rationale)):
+        learned = (targets != br.IGNORE) & rows
+        count = ranks.sum(learned.sum())  # every rank takes part, even one whose block has none of this kind
+        parts[name] = per_token[learned].sum() / count.clamp(min=1)
+    return {"loss": parts["answer_loss"] + weight * parts["rationale_loss"], **parts}
 
 
 def answer_only(items: list) -> list[Example]:
