@@ -20,6 +20,11 @@
 #   the scene and supporting the answer);
 # - **styles**: style accuracy (the style classifier of chapter 4) and the styled captions' F1;
 # - **audio**: attribute precision of captions of the scenes' *sounds*, against chance.
+#
+# Every number of the scoreboard comes with a 95% bootstrap interval over the test items
+# (`vlbridge.eval.intervals`: 1,000 resamples of the test set, a fixed seed, the same resamples for every
+# method), printed as ± half its width: how far another draw of test items could move the number. It
+# does not cover what another training seed would change.
 
 # %%
 import matplotlib.pyplot as plt
@@ -44,6 +49,18 @@ from vlbridge.eval import (
 )
 from vlbridge.eval.attributes import ALL_ATTRIBUTES
 from vlbridge.eval.contextual import story_query, text_of
+from vlbridge.eval.intervals import (
+    DESCRIBED,
+    attribute_intervals,
+    caption_intervals,
+    caption_pieces,
+    intervals_overlap,
+    mean_interval,
+    precision_by_attribute_intervals,
+    retrieval_intervals,
+    style_intervals,
+    vqa_intervals,
+)
 from vlbridge.eval.scoreboard import Scoreboard
 from vlbridge.eval.style import default_style_classifier
 from vlbridge.features import image_features
@@ -124,11 +141,15 @@ floor = [f"there is {c.strip()}" for c in generate(lm, ["there is"] * test_scene
 captions = {"no image (the LM alone)": floor}
 captions |= {s.label: s.caption(loaded[s.name], images, clip) for _, s in trained if s.caption}  # every captioner
 skip_meteor = meteor_unavailable()
-captioning = {}
+captioning, captioning_ci = {}, {}  # the scores, and their intervals (lo, hi)
 for method, caps in captions.items():
     text = caption_scores(caps, references, meteor=True)
+    clip_each = clip_scores(clip, embeddings, caps)
     captioning[method] = ({f"attr_{k}": v for k, v in grounded_scores(caps, test).items()} | text
-                          | {"clipscore": clip_scores(clip, embeddings, caps).mean().item()})
+                          | {"clipscore": clip_each.mean().item()})
+    captioning_ci[method] = ({f"attr_{k}": v for k, v in attribute_intervals(caps, test).items()}
+                             | caption_intervals(caption_pieces(caps, references, meteor=True))
+                             | {"clipscore": mean_interval(clip_each)})
 columns = {"attr_precision": "attr P", "attr_recall": "attr R", "attr_f1": "attr F1", "bleu1": "BLEU-1",
            "bleu4": "BLEU-4", "meteor": "METEOR", "rouge_l": "ROUGE-L", "cider": "CIDEr", "clipscore": "CLIPScore"}
 if skip_meteor:
@@ -136,11 +157,17 @@ if skip_meteor:
     print(skip_meteor)
 board = Scoreboard(f"Profile `{profile}`: every model loaded from the bridge its chapter saved, scored on "
                    f"{test_scenes} test scenes and {test_items} test questions from seeds no chapter used "
-                   f"(`book/06_evaluation.py`).")
+                   f"(`book/06_evaluation.py`). ± is half the width of a {DESCRIBED}; scoreboard.json "
+                   f"gives each interval's bounds (lo, hi).")
+print(f"± in every table: half the width of a {DESCRIBED}\n")
 shown_scores = {m: {k: v for k, v in s.items() if k in columns} for m, s in captioning.items()}
 print(board.add("captioning", "Captioning", shown_scores, columns,
+                intervals={m: {k: v for k, v in ci.items() if k in columns} for m, ci in captioning_ci.items()},
                 note="attr: grounded attribute precision, recall and F1 from the world's parser; text metrics "
-                     "against 5 reference captions per scene." + (f" {skip_meteor}." if skip_meteor else "")))
+                     "against 5 reference captions per scene." + (f" {skip_meteor}." if skip_meteor else
+                     " METEOR's interval is of the corpus score itself: the jar's match statistics of each "
+                     "caption, summed over each resample.") + " CIDEr's keeps the whole test set's document "
+                     "frequencies."))
 print("\nBLEU-2 and BLEU-3: " + "; ".join(f"{m} {s['bleu2']:.3f}, {s['bleu3']:.3f}" for m, s in captioning.items()))
 ch.record(captioning=captioning)
 
@@ -171,13 +198,15 @@ queries = [world.caption(s, world.scene_rng(s.seed, 1)) for s in test]
 same_scene = torch.tensor([[a.keys == b.keys for b in test] for a in test])
 similarities = {"FROMAGe [RET]": fromage.text_retrieval(queries) @ fromage.image_retrieval(fromage_features).T,
                 "CLIP text encoder": clip.encode_texts(queries) @ embeddings.T}
-retrieval = {}
+retrieval, retrieval_ci = {}, {}
 for method, similarity in similarities.items():
     retrieval[method] = {f"r{k}": v for k, v in recall_at_k(similarity, same_scene).items()}
     retrieval[method] |= {"mrr": mean_reciprocal_rank(similarity, same_scene),
                           "ndcg10": ndcg(similarity, same_scene, 10)}
+    retrieval_ci[method] = retrieval_intervals(similarity, same_scene)  # over queries
 print(board.add("retrieval", f"Text → image retrieval ({test_scenes} candidates)", retrieval,
-                {"r1": "R@1", "r5": "R@5", "r10": "R@10", "mrr": "MRR", "ndcg10": "NDCG@10"}))
+                {"r1": "R@1", "r5": "R@5", "r10": "R@10", "mrr": "MRR", "ndcg10": "NDCG@10"},
+                intervals=retrieval_ci))
 ch.record(retrieval=retrieval)
 
 # %% [markdown]
@@ -192,16 +221,19 @@ ch.record(retrieval=retrieval)
 items = world_items(test_start, test_items)
 item_features = tuned["grounded"].features(world.render_array([it.scene for it in items], clip.image_size))
 truth = WorldCritic()
-vqa, answers = {}, {}
+vqa, vqa_ci, answers = {}, {}, {}
 for label, name in (("grounded (before feedback)", "grounded"), ("ILLUME loop", "illume"),
                     ("SFT, all written rationales", "sft")):
     answers[label] = illume.answer(tuned[name], item_features, items)
-    text = caption_scores([r or "" for _, r in answers[label]], [[it.explanation] for it in items], meteor=True)
+    rationales, golds = [r or "" for _, r in answers[label]], [[it.explanation] for it in items]
+    text = caption_scores(rationales, golds, meteor=True)
     vqa[label] = vqa_scores(answers[label], items, truth) | {k: text[k] for k in ("rouge_l", "cider", "meteor")
                                                              if k in text}
+    vqa_ci[label] = vqa_intervals(answers[label], items, truth) | {
+        k: v for k, v in caption_intervals(caption_pieces(rationales, golds, meteor=True)).items() if k in vqa[label]}
 print(board.add("vqa", f"Questions with rationales ({test_items} test questions)", vqa,
                 {"answer_acc": "answer acc", "rationale_acc": "rationale acc", "rouge_l": "ROUGE-L",
-                 "cider": "CIDEr"} | ({} if skip_meteor else {"meteor": "METEOR"}),
+                 "cider": "CIDEr"} | ({} if skip_meteor else {"meteor": "METEOR"}), intervals=vqa_ci,
                 note="rationale acc: the share of rationales the world-truth critic accepts (true of the scene, "
                      "supporting the answer); text metrics against the one gold rationale."))
 ch.record(vqa=vqa)
@@ -222,20 +254,24 @@ plt.show()
 
 # %%
 classifier = default_style_classifier(seed=seed)
-styles = {}
+styles, styles_ci = {}, {}
 for label, name in (("ESPER, GRPO, prompted", "esper_grpo"), ("ESPER-Style (after style RL)", "esper_style")):
     by_style = {s: mappers[name].caption(mapper_features, world.style_prompt(s)) for s in world.STYLES}
     styles[label] = {"style_acc": sum(style_accuracy(classifier, c, [s] * test_scenes)
                                       for s, c in by_style.items()) / len(world.STYLES),
                      "attr_f1": sum(grounded_scores(c, test)["f1"] for c in by_style.values()) / len(world.STYLES)}
+    styles_ci[label] = style_intervals(classifier, by_style, test)  # over scenes, a scene's five captions together
 print(board.add("styles", "Styles (mean over news, blog, story, instruction, social)", styles,
-                {"style_acc": "style acc", "attr_f1": "attr F1"}))
+                {"style_acc": "style acc", "attr_f1": "attr F1"}, intervals=styles_ci,
+                note="attr F1: the mean over styles of each style's F1; its interval resamples scenes, each "
+                     "with its five styled captions."))
 sound_captions = mappers["esper_audio"].caption(audio_embeddings(audio_encoder, test))
-audio = {}
+audio, audio_ci = {}, {}
 for label, scenes in (("ESPER from the sound", test), ("chance (another clip's scene)", test[1:] + test[:1])):
     audio[label] = {a: grounded_scores(sound_captions, scenes, (a,))["precision"] for a in ALL_ATTRIBUTES}
+    audio_ci[label] = precision_by_attribute_intervals(sound_captions, scenes, ALL_ATTRIBUTES)
 print(board.add("audio", "Sounds: attribute precision of captions of the scenes' sounds", audio,
-                {a: a for a in ALL_ATTRIBUTES},
+                {a: a for a in ALL_ATTRIBUTES}, intervals=audio_ci,
                 note="colour is silent: the captions name a colour, and it is a guess."))
 ch.record(styles=styles, audio=audio)
 
@@ -264,7 +300,9 @@ print(board.add("cost", "Cost", cost, {"trainable": "trainable parameters", "fro
                 note="ESPER from the sound: the mapper and the audio encoder. ILLUME and SFT: chapter 5's FROMAGe "
                      "bridge, grounded on captions, then its image-to-LM map tuned. PPO also trains a value head "
                      "(not counted: it is not part of the captioner). Training times vary from run to run, so "
-                     "chapter 6 prints them and the scoreboard leaves them out."))
+                     "chapter 6 prints them and the scoreboard leaves them out. These are counts of what was "
+                     "trained and read, not estimates from test items: they have no interval (lo and hi are null "
+                     "in scoreboard.json)."))
 for label, (name, _) in models.items():
     print(f"{label:30s} trained in chapter {records[name]['chapter'][:2]}: took {records[name]['train_seconds']:.1f} s")
 ch.record(cost=cost)
@@ -329,37 +367,78 @@ paths = board.write(ch.dir.parent)  # results/<profile>/, beside the chapters' f
 print("wrote " + " and ".join(p.name for p in paths))
 
 # %% [markdown]
+# ## Which differences the test set can tell apart
+#
+# The comparisons the summary below makes, each with both numbers' intervals. Where the intervals do
+# not overlap, the difference is larger than what another draw of test items would likely give;
+# where they overlap, this test set cannot tell the two apart, and the summary says the difference is
+# within the interval. (Overlap is the cautious reading: a paired test could separate some.)
+
+# %%
+tables = {"captioning": (captioning, captioning_ci), "retrieval": (retrieval, retrieval_ci), "vqa": (vqa, vqa_ci),
+          "styles": (styles, styles_ci), "audio": (audio, audio_ci)}
+floor_label, clipcap, ppo, grpo = "no image (the LM alone)", "ClipCap (supervised)", "ESPER, PPO", "ESPER, GRPO"
+comparisons = [("captioning", "attr_f1", "FROMAGe", clipcap), ("captioning", "attr_f1", clipcap, ppo),
+               ("captioning", "attr_f1", ppo, grpo), ("captioning", "attr_f1", grpo, floor_label),
+               ("captioning", "clipscore", ppo, clipcap), ("captioning", "clipscore", grpo, clipcap),
+               ("captioning", "attr_precision", ppo, clipcap), ("captioning", "attr_precision", grpo, clipcap),
+               ("retrieval", "r1", "CLIP text encoder", "FROMAGe [RET]"),
+               ("vqa", "answer_acc", "SFT, all written rationales", "ILLUME loop"),
+               ("vqa", "rationale_acc", "SFT, all written rationales", "ILLUME loop"),
+               ("vqa", "answer_acc", "ILLUME loop", "grounded (before feedback)"),
+               ("vqa", "rationale_acc", "ILLUME loop", "grounded (before feedback)"),
+               ("styles", "style_acc", "ESPER-Style (after style RL)", "ESPER, GRPO, prompted"),
+               ("styles", "attr_f1", "ESPER-Style (after style RL)", "ESPER, GRPO, prompted")]
+comparisons += [("audio", a, "ESPER from the sound", "chance (another clip's scene)") for a in ALL_ATTRIBUTES]
+overlaps = {}
+for section, metric, a, b in comparisons:
+    scores, ci = tables[section]
+    if metric not in scores[a]:  # METEOR-less runs, or a metric this profile leaves out
+        continue
+    overlaps[f"{section}/{metric}: {a} vs {b}"] = same = intervals_overlap(ci[a][metric], ci[b][metric])
+    print(f"{metric:14s} {a:28s} {scores[a][metric]:.3f} [{ci[a][metric][0]:.3f}, {ci[a][metric][1]:.3f}]  "
+          f"{b:30s} {scores[b][metric]:.3f} [{ci[b][metric][0]:.3f}, {ci[b][metric][1]:.3f}]  "
+          f"{'within the intervals' if same else 'beyond the intervals'}")
+ch.record(interval_overlaps=overlaps)
+
+# %% [markdown]
 # **What this shows** (numbers of the default profile; the smoke profile's backbones are barely
 # trained and its numbers only show that the code runs).
 #
 # - **Paired captions buy the most.** FROMAGe's captions of test scenes reach attribute F1 0.753,
 #   the supervised ClipCap mapper 0.591, ESPER 0.534 (PPO) and 0.480 (GRPO), the LM with no picture
-#   0.304; BLEU, METEOR, ROUGE-L and CIDEr rank them the same way. FROMAGe and ClipCap are not a
-#   controlled pair — FROMAGe reads CLIP's patch tokens, trains 4,491,778 parameters on 10,000
+#   0.304. FROMAGe's lead over ClipCap, and GRPO's over the LM alone, are larger than the intervals;
+#   ClipCap's lead over PPO and PPO's over GRPO are within them. METEOR, ROUGE-L, CIDEr and BLEU-4
+#   rank the five the same way; BLEU-1 and BLEU-2 put the LM alone above GRPO. FROMAGe and ClipCap are
+#   not a controlled pair — FROMAGe reads CLIP's patch tokens, trains 4,491,778 parameters on 10,000
 #   captioned images, ClipCap 1,639,936 on 4,000 (the cost table) — but ClipCap and ESPER are: the
 #   same mapper on the same pictures, with and without captions. Without reading one caption, GRPO
 #   gets 0.812 of the supervised mapper's F1.
 # - **RL optimises what CLIPScore measures.** ESPER's reward is CLIP's image–text similarity, and
 #   its captions score higher CLIPScore than ClipCap's (1.144 for PPO, 1.069 for GRPO, against
-#   0.955) while scoring lower on every metric that checks them against the scene or against
-#   references. A reference-free metric read by the same model that gave the reward is not an
-#   independent judge.
+#   0.955, beyond the intervals) while scoring lower attribute recall and F1 and lower on every
+#   reference metric. Their attribute precision (0.629 PPO, 0.610 GRPO) is above ClipCap's (0.594),
+#   within the intervals: they say less about the scene, not more that is false. A reference-free
+#   metric read by the same model that gave the reward is not an independent judge.
 # - **Retrieval**: `[RET]` finds the test scene from a caption at R@1 0.800 among 300, CLIP's own
-#   text encoder at 0.953.
+#   text encoder at 0.953, a gap beyond the intervals.
 # - **Feedback against written explanations.** On the test questions ILLUME's loop answers 0.680
-#   right and explains 0.383 right, from 0.277 and 0.150 before feedback; SFT on every written
-#   rationale reaches 0.717 and 0.440. The loop gets 0.871 of SFT's rationale accuracy with 0.25 as
-#   many labels, and its labels are judgements of its own samples, not written rationales.
+#   right and explains 0.383 right, from 0.277 and 0.150 before feedback, gains beyond the intervals;
+#   SFT on every written rationale reaches 0.717 and 0.440, and the loop's gap to SFT is within the
+#   intervals on both. The loop gets 0.871 of SFT's rationale accuracy with 0.25 as many labels, and
+#   its labels are judgements of its own samples, not written rationales.
 # - **Styles and sounds.** Prompted with a style, ESPER's mapper writes in it 0.937 of the time;
-#   after style RL, 0.983, with F1 0.443 (0.400 before). From sounds alone, captions get shape
-#   (precision 0.595 against 0.393 by chance), size (0.679 against 0.546) and position (0.563
-#   against 0.157); colour, which no sound carries, stays at chance (0.283 against 0.279).
+#   after style RL, 0.983, a gain beyond the intervals; its F1, 0.443 (0.400 before), moves within
+#   them. From sounds alone, captions get shape (precision 0.595 against 0.393 by chance), size (0.679
+#   against 0.546) and position (0.563 against 0.157) beyond the intervals; colour, which no sound
+#   carries, stays at chance (0.283 against 0.279, within the intervals).
 # - **The paper's contextual retrieval does not carry over.** FROMAGe reports `[RET]` gaining from
 #   context on VIST (11.3% with one caption, 18.2% with the whole story and its pictures) and beating
 #   CLIP on VisDial (20.8% against 17.7%); here `[RET]` reaches 2.0% in both VIST settings and 0.0%
 #   on VisDial, below our CLIP (6.0% and 19.0%). Chapter 3 traces this to the stand-in LM: reading a story or a
 #   dialogue for what it says about the last picture is what OPT-6.7B brings from the web.
 #
-# One seed, one test set of 300 scenes and 300 questions: read differences of a few hundredths as
-# within what another seed could move.
+# Which differences are "beyond" or "within the intervals" is printed by the comparisons above. The
+# intervals cover another draw of test items, not another training seed: one seed was trained, and
+# a difference beyond the intervals can still be one another seed would move.
 

@@ -78,3 +78,12 @@ def grounded_scores(captions: list[str], scenes, attributes=ALL_ATTRIBUTES) -> d
     for caption, scene in zip(captions, scenes, strict=True):
         total = total + attribute_counts(caption, scene, attributes)
     return {"precision": total.precision, "recall": total.recall, "f1": total.f1}
+
+
+def attribute_count_array(captions: list[str], scenes, attributes=ALL_ATTRIBUTES):
+    """Per-caption counts as a numpy array [N, 3] of (agreed, claimed, true): the pieces a bootstrap
+    over test items sums (grounded_scores is precision, recall and F1 of their sum)."""
+    import numpy as np
+
+    counts = [attribute_counts(caption, scene, attributes) for caption, scene in zip(captions, scenes, strict=True)]
+    return np.array([[c.agreed, c.claimed, c.true] for c in counts], dtype=np.int64).reshape(-1, 3)

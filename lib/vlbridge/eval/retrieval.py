@@ -30,10 +30,15 @@ def mean_reciprocal_rank(similarity: torch.Tensor, relevant: torch.Tensor) -> fl
 def ndcg(similarity: torch.Tensor, relevance: torch.Tensor, k: int | None = None) -> float:
     """Normalised discounted cumulative gain with graded relevance [queries, candidates] (VisDial's
     dense annotations give such grades; a 0/1 mask works too)."""
+    return ndcg_per_query(similarity, relevance, k).mean().item()
+
+
+def ndcg_per_query(similarity: torch.Tensor, relevance: torch.Tensor, k: int | None = None) -> torch.Tensor:
+    """Each query's NDCG [queries] (`ndcg` is their mean): per-query pieces for a bootstrap over queries."""
     relevance = relevance.float().to(similarity.device)
     k = k or similarity.shape[1]
     order = torch.sort(similarity, dim=1, descending=True, stable=True).indices[:, :k]
     discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float, device=similarity.device))
     gains = (relevance.gather(1, order) * discounts).sum(1)
     ideal = (relevance.sort(1, descending=True).values[:, :k] * discounts).sum(1)
-    return (gains / ideal.clamp_min(1e-12)).mean().item()
+    return gains / ideal.clamp_min(1e-12)
