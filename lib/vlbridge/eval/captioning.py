@@ -49,6 +49,20 @@ def ptb_tokenize(texts: list[str]) -> list[str]:
     return [" ".join(w for w in ws if w not in _PUNCTUATION) for ws in words]
 
 
+def scorer_inputs(candidates: list[str], references: list[list[str]],
+                  tokenize: bool = False) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+    """pycocoevalcap's inputs, ({item: [candidate]}, {item: references}), from one candidate and its
+    references per item: checked, tokenized if asked (ptb_tokenize), with whitespace collapsed."""
+    if len(candidates) != len(references) or not candidates:
+        raise ValueError(f"need one list of references per candidate, got {len(candidates)} and {len(references)}")
+    if tokenize:
+        flat = ptb_tokenize([*candidates, *(r for refs in references for r in refs)])
+        candidates, rest = flat[:len(candidates)], iter(flat[len(candidates):])
+        references = [[next(rest) for _ in refs] for refs in references]
+    return ({i: [" ".join(c.split())] for i, c in enumerate(candidates)},
+            {i: [" ".join(r.split()) for r in refs] for i, refs in enumerate(references)})
+
+
 def caption_scores(candidates: list[str], references: list[list[str]], meteor: bool = False,
                    tokenize: bool = False) -> dict[str, float]:
     """Corpus BLEU-1..4, CIDEr and ROUGE-L of one candidate per item against its references; with
@@ -58,14 +72,7 @@ def caption_scores(candidates: list[str], references: list[list[str]], meteor: b
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
-    if len(candidates) != len(references) or not candidates:
-        raise ValueError(f"need one list of references per candidate, got {len(candidates)} and {len(references)}")
-    if tokenize:
-        flat = ptb_tokenize([*candidates, *(r for refs in references for r in refs)])
-        candidates, rest = flat[:len(candidates)], iter(flat[len(candidates):])
-        references = [[next(rest) for _ in refs] for refs in references]
-    res = {i: [" ".join(c.split())] for i, c in enumerate(candidates)}
-    gts = {i: [" ".join(r.split()) for r in refs] for i, refs in enumerate(references)}
+    res, gts = scorer_inputs(candidates, references, tokenize)
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     cider, _ = Cider().compute_score(gts, res)
     rouge, _ = Rouge().compute_score(gts, res)

@@ -217,18 +217,10 @@ def caption_pieces(candidates: list[str], references: list[list[str]], meteor: b
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
-    from .captioning import meteor_unavailable, ptb_tokenize
+    from .captioning import meteor_unavailable, scorer_inputs
 
-    if len(candidates) != len(references) or not candidates:
-        raise ValueError(f"need one list of references per candidate, got {len(candidates)} and {len(references)}")
-    if tokenize:
-        flat = ptb_tokenize([*candidates, *(r for refs in references for r in refs)])
-        candidates, rest = flat[:len(candidates)], iter(flat[len(candidates):])
-        references = [[next(rest) for _ in refs] for refs in references]
-    candidates = [" ".join(c.split()) for c in candidates]
-    references = [[" ".join(r.split()) for r in refs] for refs in references]
-    res = {i: [c] for i, c in enumerate(candidates)}
-    gts = {i: refs for i, refs in enumerate(references)}
+    res, gts = scorer_inputs(candidates, references, tokenize)
+    candidates, references = [res[i][0] for i in range(len(res))], [gts[i] for i in range(len(gts))]
     pieces = {"bleu": bleu_statistics(candidates, references),
               "cider": np.asarray(Cider().compute_score(gts, res)[1], dtype=np.float64),
               "rouge_l": np.asarray(Rouge().compute_score(gts, res)[1], dtype=np.float64)}
