@@ -27,6 +27,8 @@
 # does not cover what another training seed would change.
 
 # %%
+import json
+
 import matplotlib.pyplot as plt
 import torch
 
@@ -47,7 +49,7 @@ from vlbridge.eval import (
     style_accuracy,
     vqa_scores,
 )
-from vlbridge.eval.attributes import ALL_ATTRIBUTES
+from vlbridge.eval.attributes import ALL_ATTRIBUTES, attribute_counts
 from vlbridge.eval.contextual import story_query, text_of
 from vlbridge.eval.intervals import (
     DESCRIBED,
@@ -65,6 +67,7 @@ from vlbridge.eval.scoreboard import Scoreboard
 from vlbridge.eval.style import default_style_classifier
 from vlbridge.features import image_features
 from vlbridge.methods import illume, saved_models
+from vlbridge.paths import repo_root
 from vlbridge.plots import side_by_side
 from vlbridge.probes import generate
 
@@ -172,12 +175,22 @@ print("\nBLEU-2 and BLEU-3: " + "; ".join(f"{m} {s['bleu2']:.3f}, {s['bleu3']:.3
 ch.record(captioning=captioning)
 
 # %% [markdown]
-# Every method's caption of the same test pictures:
+# Every method's caption of the same test pictures, each marked ✓ when every attribute it states is
+# true and it names every object with all four attributes, else ✗ with the share of the scene's
+# attributes it gets right (what attribute recall counts):
 
 # %%
+def marked(caption: str, scene) -> str:
+    counts = attribute_counts(caption, scene)
+    if counts.agreed == counts.claimed == counts.true:
+        return f"{caption} ✓"
+    return f"{caption} ✗ ({counts.agreed} of {counts.true} attributes right)"
+
+
 side = {method.split(" (")[0]: caps[:examples] for method, caps in list(captions.items())[1:]}
 side["ESPER-Style, news"] = mappers["esper_style"].caption(mapper_features[:examples], world.style_prompt("news"))
 side["ESPER from the sound"] = mappers["esper_audio"].caption(audio_embeddings(audio_encoder, test[:examples]))
+side = {method: [marked(c, s) for c, s in zip(caps, test)] for method, caps in side.items()}
 for i in range(examples):
     print(f"true: {world.canonical_caption(test[i])}")
     for method, caps in side.items():
@@ -237,9 +250,16 @@ print(board.add("vqa", f"Questions with rationales ({test_items} test questions)
                 note="rationale acc: the share of rationales the world-truth critic accepts (true of the scene, "
                      "supporting the answer); text metrics against the one gold rationale."))
 ch.record(vqa=vqa)
+def judged(answer_given: str, rationale: str | None, item) -> str:
+    """The model's answer and rationale, each marked ✓ or ✗ (the rationale by the world-truth critic)."""
+    said_answer = f"{answer_given} {'✓' if answer_given == item.answer else '✗'}"
+    if not rationale:
+        return f"{said_answer} (no rationale ✗)"
+    return f"{said_answer} because {rationale} {'✓' if truth.judge(item, [rationale])[0] else '✗'}"
+
+
 said = {"question": [f"{it.question} (gold: {it.answer} because {it.explanation})" for it in items[:examples]]}
-said |= {label: [f"{a} because {r}" if r else f"{a} (no rationale)" for a, r in pairs[:examples]]
-         for label, pairs in answers.items()}
+said |= {label: [judged(a, r, it) for (a, r), it in zip(pairs[:examples], items)] for label, pairs in answers.items()}
 for i in range(examples):
     print("\n" + "\n".join(f"  {label:28s} {texts[i]}" for label, texts in said.items()))
 fig = ch.figure(side_by_side([world.render(it.scene, clip.image_size) for it in items[:examples]], said), "answers")
@@ -402,6 +422,41 @@ for section, metric, a, b in comparisons:
 ch.record(interval_overlaps=overlaps)
 
 # %% [markdown]
+# ## How far another training seed moves the numbers
+#
+# The intervals above are over test items: they say nothing of training. The seed study (`make
+# seeds`: chapters 3–5 on the default profile, trained with seeds 0, 1 and 2, each run's metrics kept
+# in `results/seeds/`) trains every model again. Its summary, read here, gives each chapter's
+# headline numbers per seed, with their mean and standard deviation over seeds; a difference between
+# two methods smaller than a few of these standard deviations is one a seed could make.
+
+# %%
+SEED_HEADLINES = {  # chapter: its numbers the summary above and chapters 3-5 compare
+    "03_grounding": ["caption_attr_f1", "noimage_attr_f1", "t2i_r1_ret", "t2i_r1_clip", "story_r1_5cap4img",
+                     "dialog_t2i_r1"],
+    "04_reward_rl": ["supervised_attr_f1", "ppo_attr_f1", "grpo_attr_f1", "noimage_attr_f1", "style_acc"],
+    "05_feedback": ["answer_acc_final", "rationale_acc_final", "sft_answer_acc", "sft_rationale_acc"],
+}
+seed_summary = repo_root() / "results" / "seeds" / "summary.json"
+if profile != "default":
+    print(f"the seed study is of the default profile (`make seeds`); profile {profile} has none")
+elif not seed_summary.is_file():
+    print(f"no seed study at {seed_summary}: run `make seeds` (about 20 minutes)")
+else:
+    study = json.loads(seed_summary.read_text())
+    print(f"seeds {study['seeds']} ({study['profile']} profile): value per seed, mean ± standard deviation")
+    spread = {}
+    for chapter, names in SEED_HEADLINES.items():
+        for name in names:
+            row = study["chapters"][chapter].get(name)
+            if row is None:  # equal in every seed
+                continue
+            spread[f"{chapter}/{name}"] = {"mean": row["mean"], "sd": row["sd"]}
+            print(f"  {chapter[:2]} {name:22s} " + "  ".join(f"{v:.3f}" for v in row["values"])
+                  + f"   {row['mean']:.3f} ± {row['sd']:.3f}")
+    ch.record(seed_spread=spread)
+
+# %% [markdown]
 # **What this shows** (numbers of the default profile; the smoke profile's backbones are barely
 # trained and its numbers only show that the code runs).
 #
@@ -439,6 +494,7 @@ ch.record(interval_overlaps=overlaps)
 #   dialogue for what it says about the last picture is what OPT-6.7B brings from the web.
 #
 # Which differences are "beyond" or "within the intervals" is printed by the comparisons above. The
-# intervals cover another draw of test items, not another training seed: one seed was trained, and
-# a difference beyond the intervals can still be one another seed would move.
+# intervals cover another draw of test items, not another training seed: the seed study above shows
+# how far a seed moves each chapter's headline numbers, and a difference beyond the intervals can
+# still be one that another seed would move.
 

@@ -83,17 +83,20 @@ def sound_figure(wave: np.ndarray, log_mel: np.ndarray, sample_rate: int, title:
     return fig
 
 
-def side_by_side(images, texts: dict[str, list[str]], wrap: int = 90, cell: float = 1.9):
+def side_by_side(images, texts: dict[str, list[str]], wrap: int = 100, cell: float = 1.9):
     """One row per image: the image, then each method's text for it (method: text), so several
-    methods' captions of the same picture read as one column."""
+    methods' captions of the same picture read as one column. The text column is as wide as `wrap`
+    characters and each row as tall as its text."""
     n = len(images)
-    fig, axes = plt.subplots(n, 2, figsize=(cell + 7.5, cell * n), squeeze=False,
-                             gridspec_kw={"width_ratios": [cell, 7.5]})
-    for i, (picture, panel) in enumerate(axes):
-        picture.imshow(np.asarray(images[i]), interpolation="nearest")
-        lines = [textwrap.fill(f"{method}: {values[i]}", wrap, subsequent_indent="    ")
-                 for method, values in texts.items()]
-        panel.text(0, 0.5, "\n".join(lines), fontsize=7.5, va="center", ha="left", transform=panel.transAxes)
+    blocks = [[textwrap.fill(f"{method}: {values[i]}", wrap, subsequent_indent="    ")
+               for method, values in texts.items()] for i in range(n)]
+    heights = [max(cell, 0.16 * sum(b.count("\n") + 1 for b in block) + 0.2) for block in blocks]
+    text_width = 0.056 * wrap  # inches for `wrap` characters at 7.5 pt
+    fig, axes = plt.subplots(n, 2, figsize=(cell + text_width, sum(heights)), squeeze=False,
+                             gridspec_kw={"width_ratios": [cell, text_width], "height_ratios": heights})
+    for (picture, panel), block, image in zip(axes, blocks, images):
+        picture.imshow(np.asarray(image), interpolation="nearest")
+        panel.text(0, 0.5, "\n".join(block), fontsize=7.5, va="center", ha="left", transform=panel.transAxes)
         for ax in (picture, panel):
             ax.axis("off")
     fig.tight_layout()
