@@ -12,7 +12,7 @@ EPILOG = """examples:
   vlbridge params backbones --profile default     the merged parameters a run would get
   vlbridge train fromage -p smoke --nproc 2       train one model on 2 processes, into the store (train --help)
   vlbridge export coco --out /tmp/mw --count 100  microworld scenes as COCO captions + PNGs
-  vlbridge readme                                 copy results/default/scoreboard.md into README.md
+  vlbridge readme                                 copy the scoreboard and the profiles' fidelity tables into README.md
   vlbridge seeds                                  chapters 3-5 with seeds 0, 1, 2: results/seeds/summary.md
 
 Parameters merge in this order: the chapter's parameters cell < the profile's `common:` section
@@ -68,9 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="train one model on 1..N processes (torchrun) into the store; see train --help",
                    add_help=False)
     sub.add_parser("list", help="list chapters and profiles")
-    sub.add_parser("readme", help="copy the default scoreboard into README.md",
+    sub.add_parser("readme", help="copy the default scoreboard and the fidelity tables into README.md",
                    description="Copy results/default/scoreboard.md (written by chapter 6) into README.md, "
-                               "between its scoreboard markers; a test keeps the two equal.")
+                               "between its scoreboard markers, and each paper profile's fidelity table (the "
+                               "'# |' lines of the header comment of params/paper-*.yaml) between its fidelity "
+                               "markers; tests keep each block equal to its source.")
 
     from .seeds import SEED_CHAPTERS, SEEDS
 

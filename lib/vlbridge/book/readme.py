@@ -1,46 +1,95 @@
-"""The README's front page shows the default profile's scoreboard: chapter 6 writes it to
-results/default/scoreboard.md, `vlbridge readme` copies it between two markers in README.md, and a
-test keeps the two equal."""
+"""README.md shows parts of the project that are written elsewhere, each as a block that `vlbridge readme`
+copies and a test keeps equal to its source: the default profile's scoreboard (chapter 6 writes it to
+results/default/scoreboard.md) and each paper profile's fidelity table (the `# |` lines of the header
+comment of params/paper-*.yaml, without the `# `)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..paths import atomic_write_text, repo_root
 
-START = "<!-- scoreboard: copied from results/default/scoreboard.md by `vlbridge readme`; do not edit here -->"
-END = "<!-- /scoreboard -->"
-
 
 class ReadmeError(ValueError):
-    """README.md has no scoreboard block, or there is no scoreboard to copy into it."""
+    """README.md lacks a block, or there is nothing to copy into one."""
 
 
-def _split(text: str, where: str) -> tuple[str, str, str]:
-    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
-        raise ReadmeError(f"{where} needs one scoreboard block: a line {START!r}, then a line {END!r}")
-    head, rest = text.split(START, 1)
-    rest = rest.removeprefix("\n")
-    body, tail = rest.split(END, 1)
-    return head, body, tail
+@dataclass(frozen=True)
+class Block:
+    """A part of README.md between two marker lines, copied from `source` (a path from the repository root)."""
+
+    name: str
+    source: str
+
+    @property
+    def start(self) -> str:
+        return f"<!-- {self.name}: {self.source}, copied by `vlbridge readme`; do not edit here -->"
+
+    @property
+    def end(self) -> str:
+        return f"<!-- /{self.name} -->"
 
 
-def scoreboard_in(text: str, where: str = "README.md") -> str:
-    """The scoreboard block of a README's text."""
-    return _split(text, where)[1]
+SCOREBOARD = Block("scoreboard", "results/default/scoreboard.md")
 
 
-def with_scoreboard(text: str, scoreboard: str, where: str = "README.md") -> str:
-    """The README's text with its scoreboard block replaced."""
-    head, _, tail = _split(text, where)
-    return f"{head}{START}\n{scoreboard}{END}{tail}"
+def fidelity_block(profile: str) -> Block:
+    """The block of a paper profile's fidelity table, e.g. fidelity_block("params/paper-fromage.yaml")."""
+    return Block("fidelity", profile)
+
+
+def _split(text: str, block: Block, where: str) -> tuple[str, str, str]:
+    """(before the block's start line, the block's body, from its end marker on)."""
+    head, found, rest = text.partition(block.start)
+    body, closed, tail = rest.partition(block.end)
+    if not found or text.count(block.start) != 1 or not closed or f"<!-- {block.name}: " in body:
+        raise ReadmeError(f"{where} needs one {block.name} block: a line {block.start!r}, then a line {block.end!r}")
+    return head, body.removeprefix("\n"), tail
+
+
+def block_in(text: str, block: Block, where: str = "README.md") -> str:
+    """The body of one block of a README's text."""
+    return _split(text, block, where)[1]
+
+
+def with_block(text: str, block: Block, body: str, where: str = "README.md") -> str:
+    """The README's text with one block's body replaced."""
+    head, _, tail = _split(text, block, where)
+    return f"{head}{block.start}\n{body}{block.end}{tail}"
+
+
+def paper_profiles(root: Path) -> list[str]:
+    """The paper profiles, as paths from the repository root: params/paper-*.yaml."""
+    return sorted(p.relative_to(root).as_posix() for p in (root / "params").glob("paper-*.yaml"))
+
+
+def fidelity_table(text: str, where: str) -> str:
+    """The Markdown table of a profile's header comment: its one run of `# |` lines, without the `# `."""
+    header = []
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            break
+        header.append(line)
+    rows = [i for i, line in enumerate(header) if line.startswith("# |")]
+    if not rows:
+        raise ReadmeError(f"{where} has no fidelity table: its header comment needs a Markdown table, one line a row, "
+                          "each line starting with '# |'")
+    if rows != list(range(rows[0], rows[-1] + 1)):
+        raise ReadmeError(f"{where}: the fidelity table's '# |' lines must be contiguous (one table, line "
+                          f"{rows[0] + 1} to the first line without '# |')")
+    return "".join(header[i][2:] + "\n" for i in rows)
 
 
 def update_readme() -> Path:
-    """Copy results/default/scoreboard.md into README.md (atomically); returns README.md's path."""
+    """Copy the scoreboard and the paper profiles' fidelity tables into README.md (atomically); returns its path."""
     root = repo_root()
-    source = root / "results" / "default" / "scoreboard.md"
+    source = root / SCOREBOARD.source
     if not source.is_file():
         raise ReadmeError(f"{source} does not exist: run chapter 6 on the default profile first "
                           "(`vlbridge run all --profile default`)")
     readme = root / "README.md"
-    return atomic_write_text(readme, with_scoreboard(readme.read_text(), source.read_text(), str(readme)))
+    text = with_block(readme.read_text(), SCOREBOARD, source.read_text(), str(readme))
+    for profile in paper_profiles(root):
+        table = fidelity_table((root / profile).read_text(), str(root / profile))
+        text = with_block(text, fidelity_block(profile), table, str(readme))
+    return atomic_write_text(readme, text)
