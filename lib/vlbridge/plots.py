@@ -7,13 +7,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
-def image_grid(images, captions=None, cols: int = 4, wrap: int = 28, cell: float = 2.4, title: str | None = None):
-    """Images (uint8 arrays or PIL) in a grid, each with its caption wrapped underneath.
-    A single row is a strip (a story, a retrieval result)."""
+def _wrapped(text: str, wrap: int, keep_lines: bool) -> list[str]:
+    """`text` wrapped at `wrap` characters; with keep_lines, each of its lines on its own."""
+    return [line for part in (text.split("\n") if keep_lines else [text]) for line in textwrap.wrap(part, wrap)]
+
+
+def image_grid(images, captions=None, cols: int = 4, wrap: int = 28, cell: float = 2.4, title: str | None = None,
+               keep_lines: bool = False):
+    """Images (uint8 arrays or PIL) in a grid, each with its caption wrapped underneath (keep_lines:
+    a caption's line breaks are kept). A single row is a strip (a story, a retrieval result)."""
     n = len(images)
     cols = min(cols, n)
     rows = -(-n // cols)
-    lines = max((len(textwrap.wrap(c, wrap)) for c in captions), default=0) if captions else 0
+    lines = max((len(_wrapped(c, wrap, keep_lines)) for c in captions), default=0) if captions else 0
     fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, (cell + 0.16 * lines) * rows), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -21,7 +27,7 @@ def image_grid(images, captions=None, cols: int = 4, wrap: int = 28, cell: float
             continue
         ax.imshow(np.asarray(images[i]), interpolation="nearest")
         if captions:  # hung from the image's bottom edge, so every caption starts at the same height
-            ax.text(0, -0.03, "\n".join(textwrap.wrap(captions[i], wrap)), fontsize=7.5, ha="left", va="top",
+            ax.text(0, -0.03, "\n".join(_wrapped(captions[i], wrap, keep_lines)), fontsize=7.5, ha="left", va="top",
                     transform=ax.transAxes)
     if title:
         fig.suptitle(title, fontsize=10)
