@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from functools import lru_cache
 from pathlib import Path
 
 from ..backbones.cache import code_fingerprint
@@ -44,10 +45,13 @@ def entry_dir(chapter: str, name: str, params: dict) -> Path:
     return cache_root() / "trained" / chapter / f"{name}-{hashlib.sha256(canonical.encode()).hexdigest()[:12]}"
 
 
+@lru_cache(maxsize=1)
 def training_code() -> str:
     """A hash of the library's code outside book/: what builds, trains and saves a model. A chapter
     loads a stored model only if it was trained by this code (recipes.obtain); chapter 6 reads
-    entries by parameters alone, since it runs after the chapters that saved them."""
+    entries by parameters alone, since it runs after the chapters that saved them. Hashed once a
+    process, at its first use (before a model is looked up or trained): a file edited while the
+    process trains must not label the model it saves as trained by the edit."""
     package = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
