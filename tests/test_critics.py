@@ -14,16 +14,19 @@ import pytest
 from vlbridge import world
 from vlbridge.critic_panel import CriticPanel
 from vlbridge.critics import (
+    AcceptAllCritic,
     DecisionLog,
     FeedbackItem,
     LogBusy,
     LoggingCritic,
+    RandomCritic,
     RecordedCritic,
     RougeCritic,
     WorldCritic,
     supports_answer,
     world_items,
 )
+from vlbridge.repro import generator
 from vlbridge.world import rationale_true
 
 # A small red square at the top, a large blue square at the left, a small green circle at the bottom right.
@@ -144,6 +147,29 @@ def test_critics_name_the_item_they_cannot_judge():
         RougeCritic().judge(FeedbackItem("q7", "what colour ?", "red"), ["red"])
     with pytest.raises(ValueError, match="'q7' has no scene"):
         WorldCritic().judge(FeedbackItem("q7", "what colour ?", "red"), ["red"])
+
+
+def test_the_accept_all_critic_keeps_every_candidate_even_a_false_one():
+    candidates = ["the square at the top is red", "the square at the top is blue", ""]
+    assert AcceptAllCritic().judge(COLOUR_ITEM, candidates) == [True, True, True]
+    with pytest.raises(ValueError, match="no candidate"):
+        AcceptAllCritic().judge(COLOUR_ITEM, [])
+
+
+def test_the_random_critic_keeps_at_its_rate_blindly_and_repeats_from_its_seed():
+    candidates = ["the square at the top is red", "the square at the top is blue"] * 2000
+
+    def decisions(seed):
+        return RandomCritic(0.3, generator(seed, "random critic")).judge(COLOUR_ITEM, candidates)
+
+    kept = decisions(0)
+    assert kept == decisions(0) and kept != decisions(1)
+    assert abs(np.mean(kept) - 0.3) < 0.03
+    assert abs(np.mean(kept[0::2]) - np.mean(kept[1::2])) < 0.05  # true or false, kept alike
+    assert not any(RandomCritic(0.0, generator(0, "x")).judge(COLOUR_ITEM, candidates))
+    assert all(RandomCritic(1.0, generator(0, "x")).judge(COLOUR_ITEM, candidates))
+    with pytest.raises(ValueError, match="acceptance rate"):
+        RandomCritic(1.5, generator(0, "x"))
 
 
 def test_world_items_carry_the_gold_rationale_and_scene():

@@ -8,6 +8,8 @@ the ones it prefers, and only those train the bridge. A critic is any object wit
   rationale that changes one word of the gold one ("top" for "left") still passes.
 - `WorldCritic` knows the microworld's truth, so it keeps exactly the rationales that are true of the
   scene and support the answer.
+- `AcceptAllCritic` and `RandomCritic` are controls that do not judge: one keeps every candidate, the
+  other keeps each at a given rate whatever it says. A loop run with them shows what the judging adds.
 - A person judges in `critic_panel.CriticPanel`; `RecordedCritic` replays those decisions from a
   `DecisionLog`, and `LoggingCritic` writes a simulated critic's decisions in the same format, so one
   training loop reads either.
@@ -25,6 +27,8 @@ import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+import torch
 
 from . import world
 from .world.vocab import NUMBER_WORDS, POSITION_PHRASES
@@ -151,6 +155,33 @@ class WorldCritic:
             raise ValueError(f"item {item.item_id!r} has no scene: the world critic judges microworld items only")
         return [world.rationale_true(c, item.scene) and supports_answer(c, item.question, item.answer)
                 for c in candidates]
+
+
+class AcceptAllCritic:
+    """Keeps every candidate: the loop then tunes on all the model's own samples (self-training)."""
+
+    name = "accept-all"
+
+    def judge(self, item: FeedbackItem, candidates: list[str]) -> list[bool]:
+        _require_candidates(item, candidates)
+        return [True] * len(candidates)
+
+
+class RandomCritic:
+    """Keeps each candidate with probability `rate`, blind to what it says: as many kept as a real
+    critic at that acceptance rate would keep, chosen at random. Draws from `gen` (a seeded
+    torch.Generator, e.g. repro.generator), so a run repeats."""
+
+    def __init__(self, rate: float, gen: torch.Generator):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"acceptance rate must be in [0, 1], got {rate}")
+        self.rate = rate
+        self.gen = gen
+        self.name = f"random keeps {rate:.3f}"
+
+    def judge(self, item: FeedbackItem, candidates: list[str]) -> list[bool]:
+        _require_candidates(item, candidates)
+        return (torch.rand(len(candidates), generator=self.gen) < self.rate).tolist()
 
 
 # ------------------------------------------------------------------------------ the decision log
