@@ -521,8 +521,9 @@ print("reloaded captions identical:", reloaded.caption(held_features[:20]) == gr
 #   is what makes it work.
 # - **PPO and GRPO** optimise the same objective with the same captions and updates per step; here
 #   PPO ends ahead (0.5508 [0.5304, 0.5707] against 0.4877 [0.4675, 0.5100]: the intervals do not
-#   overlap on this test set; one training seed). GRPO needs no value head, only several captions of
-#   each image.
+#   overlap on this test set), but that is one training seed: in the seed study (chapter 6) GRPO is
+#   ahead on the two other seeds, so the order is a seed's doing, not the optimiser's. GRPO needs no
+#   value head, only several captions of each image.
 # - **The LM copies** colour, shape, size and position words from its context (0.99–1.00), so a
 #   prefix can steer every attribute.
 # - **Styles.** Prompted with a style, the plain RL mapper already writes in that style most of the
