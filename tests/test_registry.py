@@ -45,5 +45,8 @@ def test_a_fourth_method_appears_in_chapter_6s_captioning_and_cost_tables(scoreb
     book = ["no image (the LM alone)", "FROMAGe", "ClipCap (supervised)", "ESPER, PPO", "ESPER, GRPO"]
     assert set(captioning) == {*book, "toy captioner"}  # the book's methods keep their rows
     assert "toy captioner" in cost and len(cost) == 9
-    assert 0.0 <= captioning["toy captioner"]["attr_f1"] <= 1.0
-    assert cost["toy captioner"]["trainable"] == toy_size > 0 and cost["toy captioner"]["captioned_images"] == 0
+    f1 = captioning["toy captioner"]["attr_f1"]  # a value with its bootstrap interval
+    assert 0.0 <= f1["lo"] <= f1["value"] <= f1["hi"] <= 1.0
+    trainable, captioned = cost["toy captioner"]["trainable"], cost["toy captioner"]["captioned_images"]
+    assert trainable["value"] == toy_size > 0 and captioned["value"] == 0
+    assert trainable["lo"] is None and trainable["hi"] is None  # counts, not estimates: no interval
