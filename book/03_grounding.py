@@ -546,7 +546,7 @@ def query_states(fromage: Fromage, texts: list[str]) -> torch.Tensor:
 
 def mean_pairwise_cosine(states: torch.Tensor) -> float:
     unit = torch.nn.functional.normalize(states, dim=-1)
-    off_diagonal = ~torch.eye(len(states), dtype=torch.bool)
+    off_diagonal = ~torch.eye(len(states), dtype=torch.bool, device=states.device)
     return (unit @ unit.T)[off_diagonal].mean().item()
 
 
@@ -557,12 +557,13 @@ print(f"mean cosine between two captions' states: last token {mean_pairwise_cosi
 
 
 def with_bias(states: torch.Tensor) -> torch.Tensor:
-    return torch.cat([states, torch.ones(len(states), 1)], 1)
+    return torch.cat([states, torch.ones(len(states), 1, dtype=states.dtype, device=states.device)], 1)
 
 
-probe = torch.linalg.lstsq(with_bias(query_states(last_token, seen_queries)), embedding_only[:eval_scenes]).solution
+seen_states = with_bias(query_states(last_token, seen_queries))
+probe = torch.linalg.lstsq(seen_states, embedding_only[:eval_scenes].to(seen_states)).solution
 probe_similarity = (torch.nn.functional.normalize(with_bias(held_states) @ probe, dim=-1)
-                    @ torch.nn.functional.normalize(held_features[:, :clip.embed_dim], dim=-1).T)
+                    @ torch.nn.functional.normalize(held_features[:, :clip.embed_dim].to(probe), dim=-1).T)
 probe_r1 = recall_at_k(probe_similarity, same_scene)[1]
 lasttoken_similarity = (last_token.text_retrieval(queries)
                         @ last_token.image_retrieval(held_features[:, :clip.embed_dim]).T)
