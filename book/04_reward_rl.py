@@ -56,7 +56,6 @@ from vlbridge.eval.attributes import ALL_ATTRIBUTES
 from vlbridge.eval.intervals import DESCRIBED, attribute_intervals, intervals_overlap
 from vlbridge.eval.style import default_style_classifier, style_accuracy
 from vlbridge.features import image_features
-from vlbridge.methods.esper import Esper, EsperConfig
 from vlbridge.methods.prefix import PLAIN_PROMPT, PrefixCaptioner
 from vlbridge.plots import curves, image_grid
 from vlbridge.probes import repeat_copy_accuracy
@@ -78,7 +77,7 @@ test_images: int = 5000  # with train_json: the first Karpathy test images capti
 eval_scenes: int = 300  # held-out scenes every model is scored on
 image_input: str = "patches"  # what the mapper reads: the CLIP "embedding" (the paper) or it and its "patches"
 prefix_tokens: int = 8  # p (the paper: 10)
-max_new_tokens: int = 24  # most three-object captions fit (the paper: 20)
+max_new_tokens: int = 32  # every captioner's (bridge.CAPTION_TOKENS): three-object captions take 27 (the paper: 20)
 episodes: int = 128  # captions sampled per step (the paper: 128)
 grpo_group: int = 4  # GRPO: captions per image (so episodes / grpo_group images per step)
 temperature: float = 1.0  # of the policy (the paper: 0.7)
@@ -103,20 +102,20 @@ entropy_reward_bias: float = 0.0
 weight_decay: float = 0.0  # of ESPER's AdamW, on its matrices
 adam_beta2: float = 0.95  # ESPER's AdamW betas are (0.9, adam_beta2)
 clip_gradients: bool = True  # ESPER's gradient norm clipped to 1 at each step
-supervised_steps: int = 200
+supervised_steps: int = 3000  # ClipCap's cap: it stops when its held-out loss stops improving
 supervised_lr: float = 3e-3
+supervised_eval_every: int = 100  # steps between two held-out losses of ClipCap
+supervised_patience: int = 3  # held-out losses in a row, none better by 0.002 nats per token, that stop it
+validation_scenes: int = 300  # ClipCap's held-out captioned pictures (after the training scenes)
 style_steps: int = 10  # RL with the five style prompts, starting from the GRPO mapper
 style_episodes: int = 64  # captions per style step: the prompted mapper is nearly there already
 audio_encoder_steps: int = 600
 audio_steps: int = 25
 audio_grpo_group: int = 8  # captions per sound: shape is learnt from fewer, finer differences
-kl_sweep: list = [0.0, 0.2]  # other KL coefficients, each a GRPO run stopped after sweep_steps
-sweep_steps: int = 10
+kl_sweep: list = [0.0, 0.2]  # other KL coefficients, each a whole GRPO run
 examples: int = 4  # held-out pictures whose captions are shown
 
 # %%
-if not 0 < sweep_steps < steps:
-    raise ValueError(f"sweep_steps must be between 0 and steps ({steps}), got {sweep_steps}")
 ch = Chapter("04_reward_rl", profile, seed=seed, threads=threads, device=device)
 params = store.chapter_params(ch.name, globals())  # the trained mappers are saved under these (for chapter 6)
 clip = backbones.load_clip(clip_model, device=device, dtype=dtype)
@@ -134,21 +133,16 @@ print(f"CLIP {clip_model}: embedding {clip.embed_dim}-d; LM {lm_model}: {lm.embe
 
 # %%
 data = recipes.reward_data(params, clip)  # a Karpathy split's images, or microworld scenes, encoded once
-train_features, train_targets = data.features, data.targets  # the targets: what the reward compares captions with
 both = Backbones(clip, lm)  # the frozen pair every mapper here is built on
 held = world.scenes(world.HELDOUT_START, eval_scenes)
 held_images = world.render_array(held, clip.image_size)
 held_features = image_features(clip, held_images, image_input)
-print(f"{len(train_features)} training pictures, {eval_scenes} held-out; features {train_features.shape[1]}-d")
+print(f"{len(data.features)} training pictures, {eval_scenes} held-out; features {data.features.shape[1]}-d")
 
 
 def new_captioner() -> PrefixCaptioner:
     """The same initial mapper for every run (seeded), reading the chapter's features."""
     return recipes.new_captioner(params, lm, data=data)
-
-
-def esper_config(algorithm: str, group: int = grpo_group, **changes) -> EsperConfig:
-    return recipes.esper_config(params, algorithm, group, **changes)
 
 
 def score(captions, scenes=held, attributes=ALL_ATTRIBUTES) -> dict:
@@ -160,7 +154,11 @@ def score(captions, scenes=held, attributes=ALL_ATTRIBUTES) -> dict:
 #
 # The **floor** is the frozen LM with no picture, sampling after *there is* at the policy's
 # temperature: fluent captions, true only by chance. The **upper bound** is ClipCap: the same mapper
-# trained for `supervised_steps` on the training pictures' captions.
+# trained on the training pictures' captions until it stops improving — every
+# `supervised_eval_every` steps its loss on the captions of `validation_scenes` pictures it never
+# trains on is measured, and training stops once `supervised_patience` of these in a row are no
+# better than the best by 0.002 nats per token (at most `supervised_steps` steps). A bound that is
+# stopped early flatters every method compared with it.
 
 # %%
 blind = new_captioner().sample(None, [PLAIN_PROMPT] * eval_scenes, temperature,
@@ -170,10 +168,27 @@ supervised, sup_record = recipes.obtain("clipcap", params, both, data)  # traine
 sup_log = sup_record["log"]
 supervised_captions = supervised.caption(held_features)
 supervised_scores = score(supervised_captions)
+held_out_loss = dict(zip(sup_log.get("validation_step", []), sup_log.get("validation", [])))
+stopped_early = sup_log["steps"] < supervised_steps
 print(f"no image:   F1 {floor['f1']:.4f}   e.g. '{blind[0].strip()}'")
-print(f"supervised: F1 {supervised_scores['f1']:.4f}   ({supervised_steps} steps, took {sup_log['seconds']:.1f} s)")
+print(f"supervised: F1 {supervised_scores['f1']:.4f}   ({sup_log['steps']} steps, took {sup_log['seconds']:.1f} s; "
+      + (f"stopped: its held-out loss last improved at step {min(held_out_loss, key=held_out_loss.get)}, "
+         f"{min(held_out_loss.values()):.4f}, and then {supervised_patience} times not by 0.002)" if stopped_early
+         else f"reached the cap of {supervised_steps} steps)"))
 ch.record(noimage_attr_f1=floor["f1"], supervised_attr_f1=supervised_scores["f1"],
-          supervised_seconds=sup_log["seconds"])
+          supervised_seconds=sup_log["seconds"], supervised_steps_run=sup_log["steps"],
+          supervised_heldout_loss=list(held_out_loss.values()))
+
+fig, ax = plt.subplots(figsize=(6, 3.2))
+curves({"training batches": sup_log["loss"]}, ylabel="cross-entropy per caption token", smooth=25, ax=ax)
+ax.plot(list(held_out_loss), list(held_out_loss.values()), "o-", color="black", ms=3,
+        label=f"held-out ({validation_scenes} pictures)")
+ax.set_yscale("log")
+ax.legend(fontsize=8)
+ax.set_title(f"ClipCap: {sup_log['steps']} steps" + (", stopped by its held-out loss" if stopped_early else ""),
+             fontsize=10)
+ch.figure(fig, "clipcap_loss")
+plt.show()
 
 # %% [markdown]
 # ## ESPER with GRPO
@@ -199,18 +214,12 @@ def fluency(captioner, features) -> float:
     return float((logp * mask).sum() / mask.sum())
 
 
-def early(captioner) -> dict:
-    """What the KL sweep compares, after sweep_steps steps."""
-    return {"f1": score(captioner.caption(held_features))["f1"],
-            "fluency": fluency(captioner, held_features), "example": captioner.caption(shown[:1])[0]}
-
 
 # Trained here (or by `vlbridge train esper_grpo`), keeping the mapper at the steps looked at below.
 grpo, grpo_record = recipes.obtain("esper_grpo", params, both, data)
 grpo_log = grpo_record["log"]
 for step in (0, steps // 2):
     stages[f"step {step}"] = recipes.snapshot("esper_grpo", params, step, both).caption(shown)
-snapshot = early(recipes.snapshot("esper_grpo", params, sweep_steps, both))
 stages[f"step {steps}"] = grpo.caption(shown)
 grpo_captions = grpo.caption(held_features)
 grpo_scores = score(grpo_captions)
@@ -250,8 +259,32 @@ for name, log in (("GRPO", grpo_log), ("PPO", ppo_log)):
     start, end = head_tail(log["reward"])
     print(f"{name}: mean reward of sampled captions, first 10 steps {start:.4f} -> last 10 {end:.4f}; "
           f"KL to the text-only LM per caption {head_tail(log['kl'])[1]:.3f}")
+
+
+def slope_at_end(values, n: int = 25) -> tuple[float, float, float]:
+    """The least-squares slope of the last n values, per 10 steps, with its 95% interval (Student's t
+    with n - 2 degrees of freedom, its quantile by the Cornish-Fisher expansion): when the interval is
+    above 0, the curve is still rising there."""
+    y = np.asarray(values[-n:], dtype=float)
+    x = np.arange(len(y), dtype=float)
+    slope, intercept = np.polyfit(x, y, 1)
+    residual = y - (slope * x + intercept)
+    error = np.sqrt(residual @ residual / (len(y) - 2) / ((x - x.mean()) @ (x - x.mean())))
+    z, df = 1.959964, len(y) - 2
+    t = z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+    return 10 * slope, 10 * (slope - t * error), 10 * (slope + t * error)
+
+
+slopes = {}
+for name, log in (("GRPO", grpo_log), ("PPO", ppo_log)):
+    slopes[name] = slope_at_end(log["reward"])
+    overall = 10 * (head_tail(log["reward"])[1] - head_tail(log["reward"])[0]) / (len(log["reward"]) - 10)
+    print(f"{name}: reward slope over the last 25 steps {slopes[name][0]:+.4f} per 10 steps "
+          f"[{slopes[name][1]:+.4f}, {slopes[name][2]:+.4f}], against {overall:+.4f} per 10 steps over the whole run: "
+          + ("still rising" if slopes[name][1] > 0 else "not shown to rise any more"))
 reward_start, reward_end = head_tail(grpo_log["reward"])
 ch.record(reward_start=reward_start, reward_end=reward_end, ppo_reward_end=head_tail(ppo_log["reward"])[1],
+          grpo_reward_slope_end=slopes["GRPO"][0], ppo_reward_slope_end=slopes["PPO"][0],
           grpo_attr_f1=grpo_scores["f1"], ppo_attr_f1=ppo_scores["f1"],
           train_seconds=grpo_log["seconds"], ppo_train_seconds=ppo_log["seconds"],
           trainable_params=grpo.trainable_parameters(), frozen_params=frozen)
@@ -463,24 +496,46 @@ ch.record(audio_shape_acc=audio_table["sound captions"]["shape"], audio_shape_ch
 # %% [markdown]
 # ## What the KL coefficient does
 #
-# GRPO runs with other KL coefficients, stopped after `sweep_steps` steps (on the same schedule),
-# beside the main run at that step. Besides F1: the mean reward and KL of the last sampled captions,
-# and their fluency — the text-only LM's mean log-probability per token of the greedy captions
-# (higher is more like text the LM would write).
+# GRPO runs again with other KL coefficients: whole runs, each the main run with only `kl_coef`
+# changed (kept in the store under its own parameters, as the plain-reward control is). Besides F1
+# (with its interval): the mean reward and KL of the last 10 steps' sampled captions, and their
+# fluency — the text-only LM's mean log-probability per token of the greedy captions (higher is more
+# like text the LM would write).
 
 # %%
-sweep = {kl_coef: snapshot | {"reward": head_tail(grpo_log["reward"][:sweep_steps], 5)[1],
-                              "kl": head_tail(grpo_log["kl"][:sweep_steps], 5)[1]}}
+sweep_runs = {kl_coef: (grpo, grpo_log)}
 for coef in kl_sweep:
-    run = Esper(new_captioner(), clip, esper_config("grpo", kl_coef=coef))
-    log = run.fit(train_features, train_targets, until=sweep_steps)
-    sweep[coef] = early(run.captioner) | {"reward": head_tail(log["reward"], 5)[1], "kl": head_tail(log["kl"], 5)[1]}
-sweep = dict(sorted(sweep.items()))
-print(f"{'KL coef':>8s} {'F1':>8s} {'reward':>8s} {'KL':>8s} {'log p/token':>12s}  example")
-for coef, r in sweep.items():
-    print(f"{coef:8.3f} {r['f1']:8.4f} {r['reward']:8.4f} {r['kl']:8.3f} {r['fluency']:12.3f}  {r['example']}")
-ch.record(kl_sweep={str(k): {m: v for m, v in r.items() if m != "example"} for k, r in sweep.items()},
-          sweep_steps=sweep_steps)
+    model, record = recipes.obtain("esper_grpo", {**params, "kl_coef": coef}, both, data)
+    sweep_runs[coef] = (model, record["log"])
+sweep, sweep_interval = {}, {}
+for coef, (model, log) in sorted(sweep_runs.items()):
+    caps = model.caption(held_features)
+    sweep[coef] = {"f1": score(caps)["f1"], "reward": head_tail(log["reward"])[1], "kl": head_tail(log["kl"])[1],
+                   "fluency": fluency(model, held_features)}
+    sweep_interval[coef] = attribute_intervals(caps, held)["f1"]
+    lo, hi = sweep_interval[coef]
+    print(f"KL coef {coef:5.3f}: F1 {sweep[coef]['f1']:.4f} [{lo:.4f}, {hi:.4f}]; reward {sweep[coef]['reward']:.4f}, "
+          f"KL {sweep[coef]['kl']:.3f}, log p/token {sweep[coef]['fluency']:.3f}; e.g. {caps[0]}")
+print(f"(no image: F1 {floor['f1']:.4f})")
+ch.record(kl_sweep={str(k): r for k, r in sweep.items()})
+
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+curves({f"KL {coef:g}": log["reward"] for coef, (_, log) in sorted(sweep_runs.items())}, ylabel="reward", smooth=10,
+       ax=axes[0])
+curves({f"KL {coef:g}": log["kl"] for coef, (_, log) in sorted(sweep_runs.items())},
+       ylabel="KL to text-only LM (per caption)", smooth=10, ax=axes[1])
+coefs = sorted(sweep)
+axes[2].errorbar(range(len(coefs)), [sweep[c]["f1"] for c in coefs], capsize=4, fmt="o",
+                 yerr=np.array([[sweep[c]["f1"] - sweep_interval[c][0], sweep_interval[c][1] - sweep[c]["f1"]]
+                                for c in coefs]).T)
+axes[2].axhline(floor["f1"], color="grey", ls="--", label="no image (floor)")
+axes[2].set_xticks(range(len(coefs)), [f"{c:g}" for c in coefs])
+axes[2].set_xlabel("KL coefficient")
+axes[2].set_ylabel("held-out attribute F1 (95% interval)")
+axes[2].legend(fontsize=8)
+fig.tight_layout()
+ch.figure(fig, "kl_sweep")
+plt.show()
 
 # %% [markdown]
 # ## Sharing the trained mappers

@@ -12,9 +12,9 @@
 # block of every batch and its share of the loss; the gradients are summed across processes, so the
 # global batch is chapter 3's. The parameters are this profile's chapter-3 parameters, with one
 # thread per process (the processes share this machine's cores). We read back the run's log and
-# compare its loss curves with chapter 3's one-process run. Then the same command runs again, is
-# stopped by SIGTERM part-way (what a cluster's scheduler sends on pre-emption), and is resumed with
-# `--resume`: its final weights are compared with the uninterrupted run's, byte for byte.
+# compare its loss curves with chapter 3's one-process run. Then a shorter run (`resume_steps`) is
+# made twice: once straight through, and once stopped by SIGTERM part-way (what a cluster's scheduler
+# sends on pre-emption) and resumed with `--resume`; the two final weights are compared byte for byte.
 
 # %%
 import json
@@ -40,9 +40,13 @@ seed: int = 0
 threads: int = 2
 device: str = "cpu"
 nproc: int = 2  # processes of the data-parallel run (one GPU each on a GPU machine)
-stop_after: int = 3  # the checkpoint after which the second run is stopped (its --checkpoint-every: 2)
+resume_steps: int = 24  # steps of the runs that are stopped and resumed (a resume is exact at any length)
+stop_after: int = 3  # the checkpoint after which the stopped run is stopped (its --checkpoint-every: 2)
 
 # %%
+if not stop_after < resume_steps - 1:
+    raise ValueError(f"stop_after must be below resume_steps - 1 ({resume_steps - 1}): the last step saves no "
+                     f"checkpoint to stop after; got {stop_after}")
 ch = Chapter("07_scale", profile, seed=seed, threads=threads, device=device)
 work = Path(tempfile.mkdtemp(prefix="vlbridge-scale-"))
 
@@ -95,23 +99,25 @@ plt.show()
 # %% [markdown]
 # ## Stopped and resumed
 #
-# The same command again, stopped by SIGTERM once its checkpoint after step `stop_after` is on disk:
-# every process finishes the step it is in, they save one checkpoint together and exit. `--resume`
-# then continues from the newest complete checkpoint.
+# The same command with `resume_steps` steps, run twice: straight through, and stopped by SIGTERM once
+# its checkpoint after step `stop_after` is on disk: every process finishes the step it is in, they
+# save one checkpoint together and exit. `--resume` then continues from the newest complete checkpoint.
 
 # %%
+shorter = ("--set", f"steps={resume_steps}")
+straight = train(work / "straight", *shorter)
 cut = work / "cut"
-running = train(cut, wait=False)
+running = train(cut, *shorter, wait=False)
 marker = cut / f"step-{stop_after:06d}" / "state.json"
 while not marker.exists() and running.poll() is None:
     time.sleep(0.01)
 os.killpg(running.pid, signal.SIGTERM)
 output = running.communicate()[0]
 stopped = "stopped by SIGTERM after step" in output and not (cut / "train.json").exists()
-resumed = train(cut, "--resume")
-weights = [Path(r["entry"], "bridge.safetensors").read_bytes() for r in (run, resumed)]
+resumed = train(cut, *shorter, "--resume")
+weights = [Path(r["entry"], "bridge.safetensors").read_bytes() for r in (straight, resumed)]
 identical = weights[0] == weights[1]
-same_log = all(resumed["log"][k] == log[k] for k in ("caption", "ret_text", "contrastive", "total"))
+same_log = all(resumed["log"][k] == straight["log"][k] for k in ("caption", "ret_text", "contrastive", "total"))
 print(f"stopped part-way by SIGTERM, with a checkpoint: {stopped}")
 print(f"resumed run's final weights identical to the uninterrupted run's, byte for byte: {identical}")
 print(f"resumed run's loss log identical to the uninterrupted run's: {same_log}")

@@ -28,6 +28,9 @@ from torch import nn
 from .distributed import SINGLE, Group
 
 IGNORE = -100  # targets that are not predicted
+# Every captioner's limit on new tokens (FROMAGe's, ClipCap's, ESPER's), so none is cut where another is
+# not: the microworld's three-object captions take up to 27 of the stand-in LM's tokens (after "there is").
+CAPTION_TOKENS = 32
 _BOS = object()  # the LM's begin-of-sequence token, first in every assembled sequence
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,31 @@ class Run:
     def after_step(self, step: int, last: int, model, optimizer, shared: dict, log: dict, own: dict | None = None):
         if self.checkpoints:
             self.checkpoints.after_step(step, last, model, optimizer, shared, own, log)
+
+
+@dataclass
+class Validation:
+    """Early stopping on a held-out loss: after every `every` steps, loss() (the model's loss on data it
+    does not train on, computed by the caller without gradients) is logged under "validation" (and the
+    step under "validation_step"); training stops once `patience` evaluations in a row have not beaten
+    the best so far by more than `min_delta`. The decision reads only the log, so a resumed run makes
+    it as the uninterrupted run did."""
+
+    loss: Callable[[], float]
+    every: int
+    patience: int
+    min_delta: float = 0.0
+
+    def __post_init__(self):
+        if self.every < 1 or self.patience < 1 or self.min_delta < 0:
+            raise ValueError(f"validation needs every >= 1, patience >= 1 and min_delta >= 0, got every={self.every}, "
+                             f"patience={self.patience}, min_delta={self.min_delta}")
+
+    def stopped(self, log: dict) -> bool:
+        best, since = math.inf, 0
+        for value in log.get("validation", []):
+            best, since = (value, 0) if value < best - self.min_delta else (best, since + 1)
+        return since >= self.patience
 
 
 def adamw(params, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
@@ -97,21 +123,27 @@ def _check_step_size(params: list, before: list, where: str) -> None:
 
 
 def train_loop(model, optimizer, steps: int, warmup: int, loss_fn, desc: str, clip_grad: float = 1.0,
-               clip_groups: list | None = None, streams: dict | None = None, run: Run | None = None) -> dict:
+               clip_groups: list | None = None, streams: dict | None = None, run: Run | None = None,
+               validation: Validation | None = None) -> dict:
     """Run `steps` optimiser steps of loss_fn(step), which returns a scalar loss or a dict of named
     losses whose "total" is optimised; every loss is logged each step. Gradients are clipped to norm
     `clip_grad`, jointly, or per group of parameters in `clip_groups` (parts trained by different
     losses: one loss's large gradient then cannot shrink another's steps). `streams` names the random
-    generators loss_fn draws from; `run` (data-parallel ranks, checkpoints) is one process by default.
-    Returns the training log."""
+    generators loss_fn draws from; `run` (data-parallel ranks, checkpoints) is one process by default;
+    `validation` stops it early (the learning-rate schedule still spans `steps`). Returns the training
+    log, whose "steps" is the number of steps run."""
     run = run or Run()
     base = [g["lr"] for g in optimizer.param_groups]  # before a restore puts a scheduled rate in place
     groups = clip_groups or [[p for g in optimizer.param_groups for p in g["params"]]]
     first, log = run.restore(model, optimizer, streams or {})
+    ran = first
+    stop = validation is not None and validation.stopped(log)  # a run resumed from the step where it stopped
     start = time.time()
     model.train()
     for step in tqdm(range(first, steps), desc=desc, disable=not (progress_enabled() and run.ranks.main),
                      mininterval=2.0, initial=first, total=steps):
+        if stop:
+            break
         set_schedule(optimizer, base, warmup_cosine(step, steps, warmup))
         losses = loss_fn(step)
         losses = losses if isinstance(losses, dict) else {"loss": losses}
@@ -119,6 +151,13 @@ def train_loop(model, optimizer, steps: int, warmup: int, loss_fn, desc: str, cl
                        run.ranks)
         for name, value in losses.items():  # a rank's share summed over ranks: the global loss
             log.setdefault(name, []).append(round(run.ranks.sum(value.detach()).item(), 6))
-        run.after_step(step, steps - 1, model, optimizer, streams or {}, log)
+        ran = step + 1
+        if validation is not None and ran % validation.every == 0:
+            model.eval()
+            log.setdefault("validation", []).append(round(float(validation.loss()), 6))
+            log.setdefault("validation_step", []).append(ran)
+            model.train()
+            stop = validation.stopped(log)
+        run.after_step(step, step if stop else steps - 1, model, optimizer, streams or {}, log)
     model.eval()
-    return log | {"seconds": round(time.time() - start, 2), "steps": steps}
+    return log | {"seconds": round(time.time() - start, 2), "steps": ran}

@@ -98,7 +98,7 @@ RANGES: tuple[tuple[str, Range], ...] = (
     ("*steps*", COUNT), ("*scenes", COUNT), ("*items*", COUNT), ("*tokens", COUNT), ("*batch_size", COUNT),
     ("*episodes", COUNT), ("*samples", COUNT), ("*texts", COUNT), ("stories", COUNT), ("*dialogues", COUNT),
     ("*_per_round", COUNT), ("rounds", COUNT), ("epochs", COUNT), ("minibatches", COUNT), ("examples", COUNT),
-    ("threads", COUNT), ("retrieval_dim", COUNT), ("nproc", COUNT),
+    ("threads", COUNT), ("retrieval_dim", COUNT), ("nproc", COUNT), ("*patience", COUNT), ("*eval_every", COUNT),
     ("stop_after", Range(0)),  # chapter 7: the checkpoint step after which a run is stopped
     ("sft_budgets", COUNT),  # items with gold rationales, one SFT run each
     ("*lr", POSITIVE), ("temperature*", POSITIVE),  # the policy samples from softmax(logits / temperature)

@@ -152,18 +152,37 @@ def esper_config(p: dict, algorithm: str, group: int | None = None, **changes) -
     return EsperConfig(**(settings | changes))
 
 
+def clipcap_validation(p: dict, clip, ranks: Group = SINGLE) -> tuple[torch.Tensor, list[str]]:
+    """The held-out captioned pictures that stop ClipCap: the first validation_scenes images of the
+    Karpathy val split, or the microworld scenes just after the training ones (seeds neither the
+    training pool nor any evaluation draws)."""
+    if p["train_json"]:
+        from ..data.karpathy import load_karpathy
+        from ..features import karpathy_features
+
+        records = load_karpathy(p["train_json"], p["train_images"], splits=("val",))[:p["validation_scenes"]]
+        return karpathy_features(records, clip, p["image_input"], ranks=ranks), [r.captions[0] for r in records]
+    pool = world.scenes(p["train_scenes"], p["validation_scenes"])
+    return (scene_features(clip, pool, p["image_input"], ranks),
+            [world.canonical_caption(s).removeprefix(PLAIN_PROMPT + " ") for s in pool])
+
+
 def train_clipcap(p: dict, backbones: Backbones, run: Run, data: RewardData | None = None, snapshots=None):
+    """ClipCap until its loss on held-out captions stops improving (supervised_patience evaluations
+    in a row, one every supervised_eval_every steps), at most supervised_steps."""
     data = data or reward_data(p, backbones.clip, run.ranks)
     model = new_captioner(p, backbones.lm, data=data)
-    log = fit_supervised(model, data.features, lambda i, step: data.captions[i],
-                         ClipCapConfig(steps=p["supervised_steps"], lr=p["supervised_lr"], seed=p["seed"]), run)
+    config = ClipCapConfig(steps=p["supervised_steps"], lr=p["supervised_lr"], seed=p["seed"],
+                           validation_every=p["supervised_eval_every"], patience=p["supervised_patience"])
+    log = fit_supervised(model, data.features, lambda i, step: data.captions[i], config, run,
+                         validation=clipcap_validation(p, backbones.clip, run.ranks))
     return model, log, {"captioned_images": len(data.features)}
 
 
 def snapshot_steps(p: dict, algorithm: str) -> tuple[int, ...]:
-    """The steps at which chapter 4 looks at the GRPO mapper during training: its start, half-way, and
-    where the KL sweep's runs stop (each is kept in the store entry, under snapshots/step-N/)."""
-    return tuple(sorted({0, p["steps"] // 2, p["sweep_steps"]})) if algorithm == "grpo" else ()
+    """The steps at which chapter 4 looks at the GRPO mapper during training: its start and half-way
+    (each is kept in the store entry, under snapshots/step-N/)."""
+    return tuple(sorted({0, p["steps"] // 2})) if algorithm == "grpo" else ()
 
 
 def esper_trainer(algorithm: str):

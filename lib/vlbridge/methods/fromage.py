@@ -392,7 +392,8 @@ class Fromage(checkpoint.Trained, nn.Module):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def caption(self, images, max_new_tokens: int = 40, batch_size: int = 256, temperature: float = 0.0) -> list[str]:
+    def caption(self, images, max_new_tokens: int = br.CAPTION_TOKENS, batch_size: int = 256,
+                temperature: float = 0.0) -> list[str]:
         """Greedy (or sampled) captions of images (or their features)."""
         features = self.as_features(images)
         texts = []

@@ -33,7 +33,7 @@ class PrefixConfig:
     feature_dim: int
     prefix_tokens: int = 4  # p: LM input embeddings made from one set of features
     hidden: int = 0  # the MLP's hidden width; 0: half its output (ClipCap's MLP)
-    max_new_tokens: int = 24  # three objects' phrases need about 24 tokens
+    max_new_tokens: int = br.CAPTION_TOKENS
 
 
 class PrefixCaptioner(checkpoint.Trained, nn.Module):
