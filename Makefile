@@ -29,7 +29,7 @@ book: install  ## run the whole book on the default profile into results/default
 smoke: install  ## the whole book in seconds, into results/smoke/
 	$(BIN)/vlbridge run all --profile smoke
 
-seeds: install  ## chapters 3-5 on the default profile with seeds 0, 1, 2: results/seeds/summary.md (~20 min)
+seeds: install  ## chapters 3-5 on the default profile with seeds 0, 1, 2: results/seeds/summary.md (~30 min)
 	$(BIN)/vlbridge seeds --profile default
 
 gpu:  ## the whole book on the gpu profile into results/gpu/, with GPU_PYTHON (no .venv)

@@ -435,17 +435,21 @@ ch.record(interval_overlaps=overlaps)
 SEED_HEADLINES = {  # chapter: its numbers the summary above and chapters 3-5 compare
     "03_grounding": ["caption_attr_f1", "noimage_attr_f1", "t2i_r1_ret", "t2i_r1_clip", "story_r1_5cap4img",
                      "dialog_t2i_r1"],
-    "04_reward_rl": ["supervised_attr_f1", "ppo_attr_f1", "grpo_attr_f1", "noimage_attr_f1", "style_acc"],
+    "04_reward_rl": ["supervised_attr_f1", "ppo_attr_f1", "grpo_attr_f1", "plain_reward_attr_f1", "noimage_attr_f1",
+                     "style_acc"],
     "05_feedback": ["answer_acc_final", "rationale_acc_final", "sft_answer_acc", "sft_rationale_acc"],
 }
 seed_summary = repo_root() / "results" / "seeds" / "summary.json"
 if profile != "default":
     print(f"the seed study is of the default profile (`make seeds`); profile {profile} has none")
 elif not seed_summary.is_file():
-    print(f"no seed study at {seed_summary}: run `make seeds` (about 20 minutes)")
+    print(f"no seed study at {seed_summary}: run `make seeds` (about 30 minutes)")
 else:
     study = json.loads(seed_summary.read_text())
-    print(f"seeds {study['seeds']} ({study['profile']} profile): value per seed, mean ± standard deviation")
+    runs = seed_summary.parent.glob("seed-*/*/run.json")
+    made_at = sorted({json.loads(path.read_text())["git_sha"][:7] for path in runs})
+    print(f"seeds {study['seeds']} ({study['profile']} profile, made at commit {', '.join(made_at)}): "
+          "value per seed, mean ± standard deviation")
     spread = {}
     for chapter, names in SEED_HEADLINES.items():
         for name in names:
@@ -461,26 +465,31 @@ else:
 # **What this shows** (numbers of the default profile; the smoke profile's backbones are barely
 # trained and its numbers only show that the code runs).
 #
-# - **Paired captions buy the most.** FROMAGe's captions of test scenes reach attribute F1 0.753,
-#   the supervised ClipCap mapper 0.591, ESPER 0.534 (PPO) and 0.480 (GRPO), the LM with no picture
-#   0.304; each step down this order is beyond the intervals. METEOR, ROUGE-L, CIDEr and BLEU-4 rank
-#   the five the same way; BLEU-1 and BLEU-2 put the LM alone above GRPO. FROMAGe and ClipCap are not
-#   a controlled pair — FROMAGe reads CLIP's patch tokens, trains 4,491,778 parameters on 10,000
-#   captioned images, ClipCap 1,639,936 on 4,000 (the cost table) — but ClipCap and ESPER are: the
-#   same mapper on the same pictures, with and without captions. Without reading one caption, GRPO
-#   gets 0.812 of the supervised mapper's F1.
-# - **Seeds move the RL numbers more than test items do.** PPO's lead over GRPO is beyond the test-set
-#   intervals here, but in the seed study chapter 4's held-out F1 is 0.551, 0.477 and 0.467 for PPO
-#   and 0.488, 0.540 and 0.506 for GRPO over three seeds: which optimiser is ahead is a seed's doing.
-#   The loop's rationale accuracy in chapter 5 moves from 0.270 to 0.427 with the seed, while SFT's
-#   stays between 0.410 and 0.417.
-# - **RL optimises what CLIPScore measures.** ESPER's reward is CLIP's image–text similarity, and
-#   its captions score higher CLIPScore than ClipCap's (1.144 for PPO, 1.069 for GRPO, against
-#   0.955, beyond the intervals) while scoring lower attribute recall and F1 and lower on every
-#   reference metric. Their attribute precision is no lower: PPO's 0.629 is above ClipCap's 0.594
-#   beyond the intervals, GRPO's 0.610 within them. They say less about the scene, not more that is
-#   false. A reference-free metric read by the same model that gave the reward is not an independent
-#   judge.
+# - **Paired captions buy the most.** The supervised ClipCap mapper's captions of test scenes reach
+#   attribute F1 0.803, FROMAGe's 0.753, ESPER's 0.475 (GRPO) and 0.409 (PPO), the LM with no picture
+#   0.304; each step down this order is beyond the intervals. METEOR, ROUGE-L and CIDEr put ClipCap and
+#   FROMAGe far above ESPER, and ESPER above the LM alone; BLEU-1 and BLEU-2 put the LM alone above
+#   GRPO, and BLEU-1 above PPO too. FROMAGe and ClipCap are not a controlled pair — FROMAGe reads
+#   CLIP's patch tokens as ClipCap does, but trains 4,491,778 parameters for a fixed number of steps
+#   on 10,000 captioned images and shares them with retrieval, ClipCap 1,639,936 on 4,000 until its
+#   held-out loss stops improving (the cost table, chapter 4) — but ClipCap and ESPER are: the same
+#   mapper on the same pictures, with and without captions. Without reading one caption, GRPO gets
+#   0.591 of the supervised mapper's F1, from RL runs that chapter 4 shows were still improving
+#   when they stopped.
+# - **Seeds move the RL numbers more than test items do.** GRPO's lead over PPO is beyond the test-set
+#   intervals here, but in the seed study chapter 4's held-out F1 is 0.417, 0.483 and 0.501 for PPO
+#   and 0.461, 0.510 and 0.478 for GRPO over three seeds: which optimiser is ahead is a seed's doing.
+#   The paper's plain reward, chapter 4's control, gives 0.445 and 0.473 on seeds 0 and 1, and 0.187
+#   on seed 2, below the LM alone (0.312 on that seed); the contrastive reward's lowest is 0.461.
+#   ClipCap, trained until its held-out loss stops improving, ranges from 0.824 to 0.868. The loop's
+#   rationale accuracy in chapter 5 moves from 0.270 to 0.427 with the seed, while SFT's stays
+#   between 0.410 and 0.417.
+# - **CLIPScore does not favour the RL captions here.** ESPER's reward is CLIP's image–text
+#   similarity, yet the supervised captions score higher CLIPScore (1.398, against 0.934 for GRPO and
+#   0.573 for PPO, beyond the intervals), as they score higher attribute precision (0.807, against
+#   0.612 and 0.471, beyond the intervals). Half-trained RL captions say less about the scene, and
+#   more of what they say is false. A reference-free metric read by the same model that gave the
+#   reward would not be an independent judge of RL that had run longer and overtaken ClipCap on it.
 # - **Retrieval**: `[RET]` finds the test scene from a caption at R@1 0.800 among 300, CLIP's own
 #   text encoder at 0.953, a gap beyond the intervals.
 # - **Feedback against written explanations.** On the test questions ILLUME's loop answers 0.680
@@ -489,11 +498,11 @@ else:
 #   intervals on both. The loop gets 0.871 of SFT's rationale accuracy with 0.25 as many labels, and
 #   its labels are judgements of its own samples, not written rationales — on this seed: over seeds
 #   (above) the loop is less steady than SFT.
-# - **Styles and sounds.** Prompted with a style, ESPER's mapper writes in it 0.937 of the time;
-#   after style RL, 0.983, and its F1 rises from 0.400 to 0.443, both beyond the intervals. From
-#   sounds alone, captions get shape (precision 0.595 against 0.393 by chance), size (0.679 against
-#   0.546) and position (0.563 against 0.157) beyond the intervals; colour, which no sound carries,
-#   stays at chance (0.283 against 0.279, within the intervals).
+# - **Styles and sounds.** Prompted with a style, ESPER's mapper writes in it 0.891 of the time;
+#   after style RL, 0.997, beyond the intervals, and its F1 moves from 0.420 to 0.436, within them. From
+#   sounds alone, captions get shape (precision 0.628 against 0.414 by chance), size (0.684 against
+#   0.528) and position (0.546 against 0.176) beyond the intervals; colour, which no sound carries,
+#   stays at chance (0.266 against 0.252, within the intervals).
 # - **The paper's contextual retrieval does not carry over.** FROMAGe reports `[RET]` gaining from
 #   context on VIST (<cite>11.3%</cite> with one caption, <cite>18.2%</cite> with the whole story and
 #   its pictures) and beating CLIP on VisDial (<cite>20.8% against 17.7%</cite>); here `[RET]` reaches

@@ -15,6 +15,7 @@ from vlbridge.book import config, recipes
 from vlbridge.contracts import Backbones
 from vlbridge.data import load_karpathy, open_image
 from vlbridge.features import karpathy_features
+from vlbridge.methods.clipcap import ClipCapConfig, fit_supervised
 from vlbridge.methods.esper import Esper, EsperConfig
 from vlbridge.methods.prefix import STOP, PrefixCaptioner, PrefixConfig
 from vlbridge.testsets.karpathy import evaluate_karpathy_test
@@ -202,3 +203,28 @@ def test_the_karpathy_test_split_is_captioned_and_scored_end_to_end(local, capsy
 
 def features_of(records, clip, image_input):
     return features.image_features(clip, [open_image(r.image_path) for r in records], image_input)
+
+
+def test_clipcap_is_stopped_by_the_karpathy_val_images_captions(local):
+    """With real data, the upper bound's held-out loss is on Karpathy's val split: only its images
+    (the one val entry of SPLITS), with their first caption, and training logs that loss and can stop."""
+    profile = paper_profile("paper-esper")
+    p = config.merged_parameters("04_reward_rl", "paper-esper") | {
+        "train_json": str(local / "coco" / "dataset_coco.json"), "train_images": str(local / "coco" / "images"),
+        "clip_model": f"local-dir:{local / 'clip'}", "validation_scenes": 5}
+    lm = backbones.load_lm(str(local / "gpt2"))
+    clip = backbones.load_clip(p["clip_model"])
+    rows, captions = recipes.clipcap_validation(p, clip)
+    val = load_karpathy(local / "coco" / "dataset_coco.json", local / "coco" / "images", splits=("val",))
+    assert len(rows) == len(captions) == 1 and captions == [val[0].captions[0]]
+    assert torch.allclose(rows, features_of(val, clip, profile["04_reward_rl"]["image_input"]), atol=1e-5)
+
+    captioner = PrefixCaptioner(lm, PrefixConfig(f"{p['clip_model']}:{p['image_input']}", rows.shape[1],
+                                                 p["prefix_tokens"], max_new_tokens=p["max_new_tokens"]))
+    train = features_of(load_karpathy(local / "coco" / "dataset_coco.json", local / "coco" / "images")[:TRAIN],
+                        clip, p["image_input"])
+    log = fit_supervised(captioner, train, lambda i, step: "a red circle .",
+                         ClipCapConfig(steps=40, lr=1e-2, validation_every=2, patience=1, min_delta=10.0),
+                         validation=(rows, captions))
+    assert log["steps"] == 4 and log["validation_step"] == [2, 4]  # no loss beats the first by 10 nats: stopped
+    assert all(math.isfinite(v) and v > 0 for v in log["validation"])

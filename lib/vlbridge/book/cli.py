@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
                                        "and run.json under results/seeds/seed-S/, and write results/seeds/summary.md "
                                        "and summary.json: every metric per seed, its mean, standard deviation and "
                                        "range. Chapter 6 shows the summary. On the default profile it takes about "
-                                       "6 minutes a seed on 2 CPU cores.")
+                                       "10 minutes a seed on 2 CPU cores.")
     seeds.add_argument("--seeds", type=_natural(0), nargs="+", default=list(SEEDS),
                        help=f"the seeds (default: {' '.join(map(str, SEEDS))}; at least two)")
     seeds.add_argument("--profile", "-p", default="default")
