@@ -574,8 +574,9 @@ print("reloaded captions identical:", reloaded.caption(held_features[:20]) == gr
 #   by 0.0169 per 10 steps for GRPO [0.0005, 0.0333] and 0.0106 for PPO [0.0009, 0.0203], both
 #   intervals above zero, about a third of their mean rise over the whole run (0.0479 and 0.0294 per
 #   10 steps). The RL numbers here are those of runs cut short for the book's time, ClipCap's are
-#   not: the ratio above is a lower bound on what more RL steps would give, by an amount this
-#   chapter does not measure.
+#   not: the ratio above compares RL that was still improving with a supervised mapper that had
+#   stopped. What more RL steps would give, this chapter does not measure (a rising reward need not
+#   mean a rising F1: the KL sweep below shows reward bought with babble).
 # - **The contrastive reward is not shown to be needed.** With the paper's plain cosine reward and
 #   everything else the same, the reward rises as steadily (from −0.0184 to 0.3537, on its own
 #   scale), and the greedy captions reach F1 0.4446 [0.4221, 0.4687]: above the floor, and within
@@ -592,10 +593,10 @@ print("reloaded captions identical:", reloaded.caption(held_features[:20]) == gr
 #   of each image.
 # - **The LM copies** colour, shape, size and position words from its context (0.9950–1.0000), so a
 #   prefix can steer every attribute.
-# - **Styles.** Prompted with a style, the plain RL mapper already writes in that style most of the
-#   time (style accuracy 0.9013 on average, 0.7633 for story); 10 RL steps with the style prompts
-#   raise it to 0.9993, and the styled captions keep most of their content (F1 0.4336, 0.940 of the
-#   unstyled captions').
+# - **Styles.** Prompted with a style, the GRPO mapper (before any style RL) already writes in that
+#   style most of the time (style accuracy 0.9013 on average, 0.7633 for story); 10 RL steps with the
+#   style prompts raise it to 0.9993, and the styled captions keep most of their content (F1 0.4336,
+#   0.940 of the unstyled captions').
 # - **Sounds.** Captioned through an audio encoder that was only ever aligned to CLIP's image space,
 #   sounds get their audible attributes: shape precision 0.6364 against 0.4298 by chance (pitch is
 #   shape), position 0.5950 against 0.1467, size 0.6529 against 0.5083. Colour, which no sound
@@ -608,9 +609,8 @@ print("reloaded captions identical:", reloaded.caption(held_features[:20]) == gr
 #   they stay close (KL 0.276, −0.861) and earn least (0.0818). Held-out F1 follows the reward, not
 #   the fluency: 0.4944 [0.4782, 0.5102] with no KL, 0.4615 [0.4421, 0.4829] at 0.05 (the two within
 #   each other's intervals) and 0.3723 [0.3567, 0.3888] at 0.2, below both beyond the intervals, though
-#   still above the floor. The attribute parser credits a repeated phrase, so with
-#   no leash F1 misses what the KL and the example show: the captions stop being sentences a reader
-#   would want.
+#   still above the floor. The attribute parser credits a repeated phrase, so with no leash F1 misses
+#   what the KL and the example show: the captions stop being sentences a reader would want.
 #
 # The paper reports its numbers on COCO with GPT-2 and CLIP ViT-B/32 (`params/paper-esper.yaml`);
 # none of them is comparable to these, which come from a microworld and two tiny stand-ins.
