@@ -214,7 +214,7 @@ def test_clipcap_is_stopped_by_the_karpathy_val_images_captions(local):
         "clip_model": f"local-dir:{local / 'clip'}", "validation_scenes": 5}
     lm = backbones.load_lm(str(local / "gpt2"))
     clip = backbones.load_clip(p["clip_model"])
-    rows, captions = recipes.clipcap_validation(p, clip)
+    rows, captions = recipes.captioned_pictures(p, clip, held_out=True)
     val = load_karpathy(local / "coco" / "dataset_coco.json", local / "coco" / "images", splits=("val",))
     assert len(rows) == len(captions) == 1 and captions == [val[0].captions[0]]
     assert torch.allclose(rows, features_of(val, clip, profile["04_reward_rl"]["image_input"]), atol=1e-5)

@@ -105,20 +105,30 @@ class RewardData:
     captions: list[str]
 
 
-def reward_data(p: dict, clip, ranks: Group = SINGLE) -> RewardData:
-    """A COCO Karpathy split's first train_scenes train images, or microworld scenes (over `ranks`, each
-    rank encodes its block of the images, and every rank gets all the features)."""
+def captioned_pictures(p: dict, clip, held_out: bool, ranks: Group = SINGLE) -> tuple[torch.Tensor, list[str]]:
+    """Chapter 4's pictures and one caption each: with train_json, the first train_scenes images of
+    Karpathy's train splits, or (held_out) the first validation_scenes of its val split; else the
+    microworld scenes [0, train_scenes), or (held_out) the validation_scenes after them, seeds neither
+    the training pool nor any evaluation draws. Over `ranks`, each rank encodes its block of the
+    images, and every rank gets all the features."""
+    count = p["validation_scenes"] if held_out else p["train_scenes"]
     if p["train_json"]:
-        from ..data.karpathy import load_karpathy
+        from ..data.karpathy import KARPATHY_TRAIN, load_karpathy
         from ..features import karpathy_features
 
-        records = load_karpathy(p["train_json"], p["train_images"])[:p["train_scenes"]]
-        features = karpathy_features(records, clip, p["image_input"], ranks=ranks)  # opened and encoded in batches
-        captions = [r.captions[0] for r in records]
-    else:
-        pool = world.scenes(0, p["train_scenes"])
-        features = scene_features(clip, pool, p["image_input"], ranks)
-        captions = [world.canonical_caption(s).removeprefix(PLAIN_PROMPT + " ") for s in pool]
+        splits = ("val",) if held_out else KARPATHY_TRAIN
+        records = load_karpathy(p["train_json"], p["train_images"], splits=splits)[:count]
+        # opened and encoded in batches
+        return karpathy_features(records, clip, p["image_input"], ranks=ranks), [r.captions[0] for r in records]
+    pool = world.scenes(p["train_scenes"] if held_out else 0, count)
+    return (scene_features(clip, pool, p["image_input"], ranks),
+            [world.canonical_caption(s).removeprefix(PLAIN_PROMPT + " ") for s in pool])
+
+
+def reward_data(p: dict, clip, ranks: Group = SINGLE) -> RewardData:
+    """The training pictures (captioned_pictures): their features, their CLIP embeddings as reward
+    targets, and their captions."""
+    features, captions = captioned_pictures(p, clip, held_out=False, ranks=ranks)
     return RewardData(features, features[:, :clip.embed_dim], captions)
 
 
@@ -152,21 +162,6 @@ def esper_config(p: dict, algorithm: str, group: int | None = None, **changes) -
     return EsperConfig(**(settings | changes))
 
 
-def clipcap_validation(p: dict, clip, ranks: Group = SINGLE) -> tuple[torch.Tensor, list[str]]:
-    """The held-out captioned pictures that stop ClipCap: the first validation_scenes images of the
-    Karpathy val split, or the microworld scenes just after the training ones (seeds neither the
-    training pool nor any evaluation draws)."""
-    if p["train_json"]:
-        from ..data.karpathy import load_karpathy
-        from ..features import karpathy_features
-
-        records = load_karpathy(p["train_json"], p["train_images"], splits=("val",))[:p["validation_scenes"]]
-        return karpathy_features(records, clip, p["image_input"], ranks=ranks), [r.captions[0] for r in records]
-    pool = world.scenes(p["train_scenes"], p["validation_scenes"])
-    return (scene_features(clip, pool, p["image_input"], ranks),
-            [world.canonical_caption(s).removeprefix(PLAIN_PROMPT + " ") for s in pool])
-
-
 def train_clipcap(p: dict, backbones: Backbones, run: Run, data: RewardData | None = None, snapshots=None):
     """ClipCap until its loss on held-out captions stops improving (supervised_patience evaluations
     in a row, one every supervised_eval_every steps), at most supervised_steps."""
@@ -175,7 +170,7 @@ def train_clipcap(p: dict, backbones: Backbones, run: Run, data: RewardData | No
     config = ClipCapConfig(steps=p["supervised_steps"], lr=p["supervised_lr"], seed=p["seed"],
                            validation_every=p["supervised_eval_every"], patience=p["supervised_patience"])
     log = fit_supervised(model, data.features, lambda i, step: data.captions[i], config, run,
-                         validation=clipcap_validation(p, backbones.clip, run.ranks))
+                         validation=captioned_pictures(p, backbones.clip, held_out=True, ranks=run.ranks))
     return model, log, {"captioned_images": len(data.features)}
 
 
